@@ -1,0 +1,50 @@
+"""The ``recolorize`` command: a thin layer over the Python API, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from recolorize.errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+# Each entry is a module under recolorize.commands exposing ``register(subparsers)``; the registered
+# parser sets ``func(args) -> int``. Order is the order shown by ``recolorize --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "transfer",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="recolorize",
+        description="Re-colour a photo after a reference photo (latent-guided exemplar re-colorization).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"recolorize.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, dispatch, and turn a UserError into one line on stderr with exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"recolorize: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recolorize: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

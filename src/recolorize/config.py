@@ -1,0 +1,236 @@
+"""Model and training configurations as data: frozen dataclasses saved as JSON beside every weight file.
+
+Three named model sizes (design.md): ``paper`` (the paper's StyleGAN2-256, C = 512), ``base`` (half the
+channels, the shipped default) and ``tiny`` (a few channels at 64 px, for tests and CI only). Every ablation
+of the paper's Table 2 is a field of :class:`Ablations`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "Ablations",
+    "ModelConfig",
+    "StageConfig",
+    "TrainConfig",
+    "CONFIGS",
+    "TRAIN_CONFIGS",
+    "get_config",
+    "get_train_config",
+    "NUM_STYLES",
+]
+
+#: Number of style inputs of the generator's decoder (W^1 .. W^20 in the paper, section 3.2.3).
+NUM_STYLES = 20
+
+SemanticBackbone = Literal["vgg16", "efficientnet_lite0"]
+LatentLevels = Literal["all", "w1_only", "w3_only"]
+StyleLoss = Literal["w0", "histogram", "none"]
+
+
+@dataclass(frozen=True)
+class Ablations:
+    """Switches for the paper's Table 2; the default (all True / "all") is the full method.
+
+    masking: random semantic masking of A_C during training (off = "w/o mask").
+    latent_levels: "all" predicts W1, W2, W3; "w1_only" / "w3_only" predict one map for all 20 layers.
+    aspp: ASPP heads (off = "w/o ASPP": plain 3x3 convolutions, smaller receptive field).
+    separate_reference_encoder: E_W encodes the reference (off = "shared E_C": E_C^S encodes both).
+    use_w: the ASPP pooling branch is fed by w = E_w(I_S, I_R) (off = "w/o w": global average pooling).
+    hard_attention: one-hot argmax A_h, eq. 5 (off = "w/o hard": softmax attention).
+    """
+
+    masking: bool = True
+    latent_levels: LatentLevels = "all"
+    aspp: bool = True
+    separate_reference_encoder: bool = True
+    use_w: bool = True
+    hard_attention: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of every network; a model is always built from one of these, never from CLI flags.
+
+    resolution: working resolution (square training crops; inference resizes to it). Divisible by 64.
+    latent_dim: C, channels of w, W0 and the latent maps (paper: 512).
+    generator_channels: channels of the generator at 1/64, 1/32, ..., 1/1 of the resolution (7 levels).
+    encoder_width: base width of every ResNet-18 trunk (64 is the standard ResNet-18).
+    semantic_backbone: frozen features for the correspondence A_C: VGG16 relu5_1 (paper) or
+        EfficientNet-Lite0 1/16 features (9x faster on the CPU).
+    predictor_width: channels inside the ASPP heads of P_W.
+    residual_maps: P_W predicts W = W0_S + dW instead of W (our change: training starts at the source's own
+        self-reconstruction, so short runs stay sane). Off reproduces the paper.
+    softmax_temperature: temperature of the softmax attention used by the "w/o hard" ablation.
+    """
+
+    name: str
+    resolution: int
+    latent_dim: int
+    generator_channels: tuple[int, ...]
+    encoder_width: int
+    semantic_backbone: SemanticBackbone
+    predictor_width: int
+    residual_maps: bool = True
+    softmax_temperature: float = 0.01
+    ablations: Ablations = field(default_factory=Ablations)
+
+    def __post_init__(self) -> None:
+        if self.resolution % 64:
+            raise ValueError(f"resolution must be divisible by 64, got {self.resolution}")
+        if len(self.generator_channels) != 7:
+            raise ValueError("generator_channels needs 7 entries (1/64 ... 1/1 of the resolution)")
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """Return a copy with fields changed; ``ablations`` may be given as a dict of switches."""
+        if isinstance(changes.get("ablations"), dict):
+            changes["ablations"] = dataclasses.replace(self.ablations, **changes["ablations"])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        data["generator_channels"] = tuple(data["generator_channels"])
+        data["ablations"] = Ablations(**data.get("ablations", {}))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Hyper-parameters of one training stage (paper sections 3.2.2, 3.3, 3.4.4).
+
+    lr, betas: Adam (paper: 0.0025, (0, 0.99); lower here because that rate diverged in calibration).
+    grad_clip: global gradient-norm clip (0 = off).
+    l1, lpips, w0, histogram: loss weights (0 = term off). lpips_net: "alex" or "vgg".
+    mask_ratio_max: upper bound of the masking curriculum (stage 3); rises linearly 0 -> max over
+        ``mask_warmup_fraction`` of the stage's steps; each step draws a ratio in [0, current bound].
+    """
+
+    steps: int
+    batch: int
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    l1: float = 1.0
+    lpips: float = 0.0
+    lpips_net: str = "alex"
+    w0: float = 0.0
+    histogram: float = 0.0
+    mask_ratio_max: float = 0.0
+    mask_warmup_fraction: float = 0.8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The three stages plus data and logging settings; saved as JSON beside every checkpoint."""
+
+    generator: StageConfig
+    wencoder: StageConfig
+    predictor: StageConfig
+    seed: int = 0
+    checkpoint_every: int = 100
+    sample_every: int = 200
+    log_every: int = 10
+    ema_decay: float = 0.0
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in ("generator", "wencoder", "predictor"):
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        for name in ("generator", "wencoder", "predictor"):
+            stage = dict(data[name])
+            stage["betas"] = tuple(stage["betas"])
+            data[name] = StageConfig(**stage)
+        return cls(**data)
+
+
+CONFIGS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(
+        name="paper",
+        resolution=256,
+        latent_dim=512,
+        generator_channels=(512, 512, 512, 512, 512, 256, 128),
+        encoder_width=64,
+        semantic_backbone="vgg16",
+        predictor_width=256,
+        residual_maps=False,
+    ),
+    "base": ModelConfig(
+        name="base",
+        resolution=256,
+        latent_dim=256,
+        generator_channels=(256, 256, 256, 256, 256, 128, 64),
+        encoder_width=32,
+        semantic_backbone="efficientnet_lite0",
+        predictor_width=128,
+    ),
+    "tiny": ModelConfig(
+        name="tiny",
+        resolution=64,
+        latent_dim=32,
+        generator_channels=(32, 32, 32, 16, 16, 8, 8),
+        encoder_width=8,
+        semantic_backbone="efficientnet_lite0",
+        predictor_width=16,
+    ),
+}
+
+TRAIN_CONFIGS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(
+        generator=StageConfig(steps=60000, batch=8, lr=3e-4, lpips=1.0),
+        wencoder=StageConfig(steps=30000, batch=8, lr=3e-4),
+        predictor=StageConfig(steps=60000, batch=8, lr=3e-4, lpips=1.0, w0=1.0, mask_ratio_max=0.95),
+    ),
+    "base": TrainConfig(
+        generator=StageConfig(steps=20000, batch=16, lr=3e-4, lpips=0.5),
+        wencoder=StageConfig(steps=10000, batch=16, lr=3e-4),
+        predictor=StageConfig(steps=20000, batch=16, lr=3e-4, lpips=1.0, w0=1.0, mask_ratio_max=0.95),
+    ),
+    "tiny": TrainConfig(
+        generator=StageConfig(steps=60, batch=4, lr=2e-3),
+        wencoder=StageConfig(steps=60, batch=4, lr=2e-3),
+        predictor=StageConfig(steps=60, batch=4, lr=2e-3, lpips=0.0, w0=1.0, mask_ratio_max=0.95),
+        checkpoint_every=20,
+        sample_every=30,
+        log_every=5,
+    ),
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    """Look up a named model config, with a clear error listing the known names."""
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise KeyError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}") from None
+
+
+def get_train_config(name: str) -> TrainConfig:
+    """Look up the training hyper-parameters that go with a named model config."""
+    try:
+        return TRAIN_CONFIGS[name]
+    except KeyError:
+        raise KeyError(f"unknown config {name!r}; choose one of {', '.join(TRAIN_CONFIGS)}") from None
+
+
+def save_json(data: dict[str, Any], path: str | Path) -> None:
+    """Write a config dict as indented JSON (atomically)."""
+    from recolorize.io_utils import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
