@@ -1,0 +1,157 @@
+"""P_W, the W-predictor (paper section 3.4): latent maps W = {W1, W2, W3} for G'(I_S, W).
+
+Data flow (Figure 3, right):
+1. E_C^S(I_S) -> colour features C_S^1, C_S^2, C_S^3 at 1/4, 1/8, 1/16 (section 3.4.1).
+2. Frozen semantic features F_S, F_R at 1/16 -> cosine cross-attention A_C (eq. 4).
+3. Training only: random semantic masking of reference positions (columns of A_C), ratio given per step.
+4. Hard attention A_h = one-hot argmax (eq. 5) -> warped reference map W0_R~ = A_h W0_R (section 3.4.3).
+5. ASPP-1 on [W0_R~, C_S^3, M] with w -> W1 (1/16); ASPP-2 adds C_S^2 -> W2 (1/8); ASPP-3 adds C_S^1 -> W3 (1/4).
+
+Decisions where the paper is ambiguous (design.md):
+- ASPP-1 takes the 1/16 source features (3.4.3 says C_S^1 but only the 1/16 map has the right size).
+- The mask M fed to ASPP-1 is source-aligned: 1 where a source position's best match was masked away.
+  At test time masking is off and M is zero.
+- Masked positions are excluded with -inf rather than multiplied by 0 (eq. A_C * M), so that a masked
+  column can never win the argmax even where every similarity is negative.
+- With ``residual_maps`` the heads predict dW added to the source's own W0_S (our change; see config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recolorize.config import ModelConfig
+from recolorize.networks.aspp import ASPP, PlainConvBlock
+from recolorize.networks.resnet import ResNet18, normalise_image
+
+__all__ = ["WPredictor", "PredictorInputs", "cosine_attention", "random_column_mask", "warp_by_attention"]
+
+
+@dataclass
+class PredictorInputs:
+    """What the frozen networks give P_W for one batch of pairs.
+
+    semantic_source, semantic_reference: F_S, F_R (B, D, h, w) at 1/16.
+    reference_maps: W0_R = E_W(I_R) (B, C, h, w), or None for the "shared E_C" ablation.
+    code: w = E_w(I_S, I_R) (B, C), or None for the "w/o w" ablation.
+    source_maps: W0_S = E_W(I_S) (B, C, h, w), the base of residual prediction (None when off).
+    """
+
+    semantic_source: torch.Tensor
+    semantic_reference: torch.Tensor
+    reference_maps: torch.Tensor | None
+    code: torch.Tensor | None
+    source_maps: torch.Tensor | None
+
+
+def cosine_attention(source_features: torch.Tensor, reference_features: torch.Tensor) -> torch.Tensor:
+    """A_C(i, j) = <F_S(i), F_R(j)> (eq. 4): (B, N_S, N_R) cosine similarities of flattened positions."""
+    fs = F.normalize(source_features.flatten(2), dim=1)
+    fr = F.normalize(reference_features.flatten(2), dim=1)
+    return torch.bmm(fs.transpose(1, 2), fr)
+
+
+def random_column_mask(
+    batch: int, positions: int, ratio: float, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Keep-mask (B, N_R) of reference positions: each dropped with probability ``ratio``, one always kept."""
+    keep = torch.rand(batch, positions, generator=generator, device=device) >= ratio
+    keep[keep.sum(dim=1) == 0, 0] = True
+    return keep
+
+
+def warp_by_attention(
+    attention: torch.Tensor, reference_maps: torch.Tensor, size: tuple[int, int], hard: bool, temperature: float
+) -> torch.Tensor:
+    """W0_R~ = A W0_R: the reference map resampled onto the source grid (B, C, *size).
+
+    hard: A_h = one-hot argmax of each row (eq. 5), implemented as a gather; otherwise softmax(A / T).
+    """
+    flat = reference_maps.flatten(2)  # (B, C, N_R)
+    if hard:
+        index = attention.argmax(dim=2)  # (B, N_S)
+        warped = torch.gather(flat, 2, index[:, None, :].expand(-1, flat.shape[1], -1))
+    else:
+        weights = torch.softmax(attention / temperature, dim=2)
+        warped = torch.bmm(flat, weights.transpose(1, 2))
+    return warped.view(reference_maps.shape[0], reference_maps.shape[1], *size)
+
+
+class WPredictor(nn.Module):
+    """P_W(I_S, I_R) -> [W1, W2, W3] (or one map for the W1-only / W3-only ablations)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        ablations = config.ablations
+        c, width = config.latent_dim, config.predictor_width
+        self.source_encoder = ResNet18(3, config.encoder_width, num_stages=3)  # E_C^S
+        ch1, ch2, ch3 = self.source_encoder.channels
+        if not ablations.separate_reference_encoder:
+            self.reference_projection = nn.Conv2d(ch3, c, 1)  # "shared E_C": E_C^S(I_R) stands in for W0_R
+        block = ASPP if ablations.aspp else PlainConvBlock
+        w_dim = c
+        self.block1 = block(c + ch3 + 1, width, w_dim, ablations.use_w)
+        if ablations.latent_levels != "w1_only":
+            self.block2 = block(width + ch2, width, w_dim, ablations.use_w)
+            self.block3 = block(width + ch1, width, w_dim, ablations.use_w)
+        levels = {"all": ("W1", "W2", "W3"), "w1_only": ("W1",), "w3_only": ("W3",)}[ablations.latent_levels]
+        self.heads = nn.ModuleDict({level: nn.Conv2d(width, c, 1) for level in levels})
+        if config.residual_maps:
+            for head in self.heads.values():  # start at dW ~ 0 (W ~ W0_S) but keep gradients flowing
+                with torch.no_grad():
+                    head.weight.mul_(0.1)
+                    head.bias.zero_()
+
+    def forward(
+        self, source: torch.Tensor, reference: torch.Tensor, inputs: PredictorInputs,
+        mask_ratio: float = 0.0, generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Predict the latent maps; ``mask_ratio`` acts only in training mode (section 3.4.2)."""
+        ablations = self.config.ablations
+        c_s1, c_s2, c_s3 = self.source_encoder(normalise_image(source))
+        if ablations.separate_reference_encoder:
+            if inputs.reference_maps is None:
+                raise ValueError("P_W needs W0_R = E_W(I_R)")
+            reference_maps = inputs.reference_maps
+        else:
+            reference_maps = self.reference_projection(self.source_encoder(normalise_image(reference))[2])
+        size = c_s3.shape[-2:]
+        semantic_source = inputs.semantic_source
+        if semantic_source.shape[-2:] != size:
+            semantic_source = F.interpolate(semantic_source, size=size, mode="bilinear", align_corners=False)
+        semantic_reference = inputs.semantic_reference
+        if semantic_reference.shape[-2:] != reference_maps.shape[-2:]:
+            semantic_reference = F.interpolate(
+                semantic_reference, size=reference_maps.shape[-2:], mode="bilinear", align_corners=False
+            )
+        attention = cosine_attention(semantic_source, semantic_reference)  # A_C, eq. 4
+        masked_away = torch.zeros(source.shape[0], 1, *size, device=source.device, dtype=source.dtype)
+        if self.training and ablations.masking and mask_ratio > 0:
+            keep = random_column_mask(attention.shape[0], attention.shape[2], mask_ratio, generator, source.device)
+            best = attention.argmax(dim=2)
+            masked_away = (~torch.gather(keep, 1, best)).to(source.dtype).view(-1, 1, *size)
+            attention = attention.masked_fill(~keep[:, None, :], float("-inf"))
+        warped = warp_by_attention(
+            attention, reference_maps, tuple(size), ablations.hard_attention, self.config.softmax_temperature
+        )
+        code = inputs.code if ablations.use_w else None
+        features = {"W1": self.block1(torch.cat([warped, c_s3, masked_away], dim=1), code)}
+        if ablations.latent_levels != "w1_only":
+            up = F.interpolate(features["W1"], size=c_s2.shape[-2:], mode="bilinear", align_corners=False)
+            features["W2"] = self.block2(torch.cat([up, c_s2], dim=1), code)
+            up = F.interpolate(features["W2"], size=c_s1.shape[-2:], mode="bilinear", align_corners=False)
+            features["W3"] = self.block3(torch.cat([up, c_s1], dim=1), code)
+        maps = [head(features[level]) for level, head in self.heads.items()]
+        if self.config.residual_maps:
+            if inputs.source_maps is None:
+                raise ValueError("residual prediction needs W0_S = E_W(I_S)")
+            maps = [
+                m + F.interpolate(inputs.source_maps, size=m.shape[-2:], mode="bilinear", align_corners=False)
+                for m in maps
+            ]
+        return maps

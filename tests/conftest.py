@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny models on the CPU, real photos from ../shared/data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(os.environ.get("RECOLORIZE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only datasets every developer machine and CI has; tests that need them skip elsewhere."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real photo datasets not found at {SHARED_DATA} (set RECOLORIZE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A seeded tiny RecolorModel with the real EfficientNet-Lite0 backbone, shared across tests."""
+    from recolorize.config import get_config
+    from recolorize.networks.model import RecolorModel
+
+    torch.manual_seed(0)
+    return RecolorModel(get_config("tiny")).eval()
