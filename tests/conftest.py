@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(os.environ.get("RECOLORIZE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("RECOLORIZE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

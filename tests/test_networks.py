@@ -13,8 +13,10 @@ from recolorize.networks.predictor import cosine_attention, random_column_mask, 
 
 def images(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, 3, size, size, generator=generator),
-            torch.rand(batch, 3, size, size, generator=generator))
+    return (
+        torch.rand(batch, 3, size, size, generator=generator),
+        torch.rand(batch, 3, size, size, generator=generator),
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny", "base", "paper"])
@@ -32,7 +34,9 @@ def test_output_shapes_for_every_config(name: str) -> None:
     assert w0.shape == (1, config.latent_dim)
     assert W0.shape == (1, config.latent_dim, size // 16, size // 16)
     assert len(maps) == NUM_STYLES
-    assert maps[0].shape[-1] == size // 16 and maps[9].shape[-1] == size // 8 and maps[12].shape[-1] == size // 4
+    assert (
+        maps[0].shape[-1] == size // 16 and maps[9].shape[-1] == size // 8 and maps[12].shape[-1] == size // 4
+    )
     assert out.shape == source.shape and torch.isfinite(out).all()
 
 
@@ -42,10 +46,16 @@ def test_gradient_reaches_every_trainable_parameter(tiny_model: RecolorModel) ->
     # stage 1: G and E_w;  stage 2: E_W through G';  stage 3: P_W through G'
     loss = (model.generator(source, model.pair_code(source, target)) - target).abs().mean()
     loss = loss + (model.reconstruct(source) - source).abs().mean()
-    loss = loss + (model.generator(source, model.predict_maps(source, target, mask_ratio=0.5)) - target).abs().mean()
+    loss = (
+        loss
+        + (model.generator(source, model.predict_maps(source, target, mask_ratio=0.5)) - target).abs().mean()
+    )
     loss.backward()
-    no_grad = [name for name, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    no_grad = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert no_grad == []
     assert all(not p.requires_grad for p in model.semantic.parameters())
 
@@ -82,9 +92,13 @@ def test_masking_only_in_training_mode(tiny_model: RecolorModel) -> None:
     with torch.no_grad():
         predictor.eval()
         clean = predictor(source, reference, inputs)
-        masked_eval = predictor(source, reference, inputs, mask_ratio=0.9, generator=torch.Generator().manual_seed(0))
+        masked_eval = predictor(
+            source, reference, inputs, mask_ratio=0.9, generator=torch.Generator().manual_seed(0)
+        )
         predictor.train()
-        masked_train = predictor(source, reference, inputs, mask_ratio=0.9, generator=torch.Generator().manual_seed(0))
+        masked_train = predictor(
+            source, reference, inputs, mask_ratio=0.9, generator=torch.Generator().manual_seed(0)
+        )
         predictor.eval()
     assert all(torch.equal(a, b) for a, b in zip(clean, masked_eval, strict=True))
     # BatchNorm also differs between modes, so compare the training-mode pass with and without masking
@@ -133,7 +147,9 @@ ABLATIONS = [
 ]
 
 
-@pytest.mark.parametrize("switch", ABLATIONS, ids=lambda s: next(iter(s.items()))[0] + "=" + str(next(iter(s.values()))))
+@pytest.mark.parametrize(
+    "switch", ABLATIONS, ids=lambda s: next(iter(s.items()))[0] + "=" + str(next(iter(s.values())))
+)
 def test_each_ablation_switch_changes_the_computation(switch: dict, tiny_model: RecolorModel) -> None:
     config = tiny_model.config.replace(ablations=switch)
     torch.manual_seed(0)
@@ -177,6 +193,8 @@ def test_save_and_load_round_trip(tmp_path, tiny_model: RecolorModel) -> None:
     loaded = RecolorModel.load(path)
     source, reference = images(1, 64, seed=5)
     with torch.no_grad():
-        assert torch.allclose(loaded.recolour(source, reference), tiny_model.recolour(source, reference), atol=1e-6)
+        assert torch.allclose(
+            loaded.recolour(source, reference), tiny_model.recolour(source, reference), atol=1e-6
+        )
     tiny_model.save(tmp_path / "half.safetensors", half=True)
     assert (tmp_path / "half.safetensors").stat().st_size < path.stat().st_size * 0.6

@@ -13,9 +13,7 @@ __all__ = ["main", "build_parser"]
 
 # Each entry is a module under recolorize.commands exposing ``register(subparsers)``; the registered
 # parser sets ``func(args) -> int``. Order is the order shown by ``recolorize --help``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "transfer",
-)
+COMMAND_MODULES: tuple[str, ...] = ("transfer",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,8 +26,15 @@ class OptimisationResult:
     history: list[float]
 
 
-def _run(generator: Generator, image_in: torch.Tensor, image_out: torch.Tensor,
-         params: list[torch.Tensor], latents_fn, steps: int, lr: float) -> OptimisationResult:
+def _run(
+    generator: Generator,
+    image_in: torch.Tensor,
+    image_out: torch.Tensor,
+    params: list[torch.Tensor],
+    latents_fn,
+    steps: int,
+    lr: float,
+) -> OptimisationResult:
     generator.requires_grad_(False)
     optimiser = torch.optim.Adam(params, lr=lr)
     history: list[float] = []
@@ -39,20 +46,33 @@ def _run(generator: Generator, image_in: torch.Tensor, image_out: torch.Tensor,
         history.append(float(loss.detach()))
     with torch.no_grad():
         output = generator(image_in, latents_fn())
-    return OptimisationResult([p.detach() for p in params] if len(params) > 1 else params[0].detach(),
-                              output, history)
+    return OptimisationResult(
+        [p.detach() for p in params] if len(params) > 1 else params[0].detach(), output, history
+    )
 
 
-def optimise_code(generator: Generator, image_in: torch.Tensor, image_out: torch.Tensor,
-                  init: torch.Tensor, steps: int = 200, lr: float = 0.01) -> OptimisationResult:
+def optimise_code(
+    generator: Generator,
+    image_in: torch.Tensor,
+    image_out: torch.Tensor,
+    init: torch.Tensor,
+    steps: int = 200,
+    lr: float = 0.01,
+) -> OptimisationResult:
     """Optimise a 1d code w (B, C) starting from ``init`` (e.g. E_w(I_in, I_out) or w0)."""
     code = init.detach().clone().requires_grad_(True)
     return _run(generator, image_in, image_out, [code], lambda: code, steps, lr)
 
 
-def optimise_maps(generator: Generator, image_in: torch.Tensor, image_out: torch.Tensor,
-                  init: torch.Tensor, steps: int = 200, lr: float = 0.01,
-                  map_size: tuple[int, int] | None = None) -> OptimisationResult:
+def optimise_maps(
+    generator: Generator,
+    image_in: torch.Tensor,
+    image_out: torch.Tensor,
+    init: torch.Tensor,
+    steps: int = 200,
+    lr: float = 0.01,
+    map_size: tuple[int, int] | None = None,
+) -> OptimisationResult:
     """Optimise 20 independent latent maps of G', each initialised from ``init``.
 
     init: a code (B, C) (broadcast to constant maps, so step 0 equals the 1d result) or a map (B, C, h, w).

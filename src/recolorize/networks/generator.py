@@ -32,7 +32,9 @@ __all__ = ["Generator", "LatentInput", "STYLE_RESOLUTION_DIVISORS"]
 LatentInput = torch.Tensor | Sequence[torch.Tensor]
 
 #: Divisor of the image size at which each of the 20 style inputs acts (1-based layer k -> index k-1).
-STYLE_RESOLUTION_DIVISORS: tuple[int, ...] = (64, 64) + tuple(d for d in (32, 16, 8, 4, 2, 1) for _ in range(3))
+STYLE_RESOLUTION_DIVISORS: tuple[int, ...] = (64, 64) + tuple(
+    d for d in (32, 16, 8, 4, 2, 1) for _ in range(3)
+)
 
 
 class EncoderBlock(nn.Module):
@@ -86,13 +88,17 @@ class Generator(nn.Module):
             raise ValueError(f"G' takes {NUM_STYLES} latent maps, got {len(latents)}")
         for k, latent in enumerate(latents):
             if latent.dim() != 4 or latent.shape[1] != self.latent_dim:
-                raise ValueError(f"latent map {k + 1} must be (B, {self.latent_dim}, h, w), got {tuple(latent.shape)}")
+                raise ValueError(
+                    f"latent map {k + 1} must be (B, {self.latent_dim}, h, w), got {tuple(latent.shape)}"
+                )
         return latents
 
     def forward(self, image: torch.Tensor, latents: LatentInput) -> torch.Tensor:
         """Re-colour ``image`` (B, 3, H, W) in [0, 1] with a code (B, C) or 20 maps; returns (B, 3, H, W)."""
         if image.dim() != 4 or image.shape[1] != 3 or image.shape[-1] % 64 or image.shape[-2] % 64:
-            raise ValueError(f"image must be (B, 3, H, W) with H, W divisible by 64, got {tuple(image.shape)}")
+            raise ValueError(
+                f"image must be (B, 3, H, W) with H, W divisible by 64, got {tuple(image.shape)}"
+            )
         styles = self._latents(latents)
         skips = self.encode(image)[::-1]  # coarse to fine: [1/64, ..., 1/1]
         x = self.conv_first(skips[0], styles[0])

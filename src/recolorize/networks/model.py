@@ -66,14 +66,16 @@ class RecolorModel(nn.Module):
         return [latent_map] * NUM_STYLES
 
     def expand_predicted(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        """[W1, W2, W3] -> the 20 layer inputs: W1 -> 1-9, W2 -> 10-12, W3 -> 13-20 (a single map fills all)."""
+        """[W1, W2, W3] -> the 20 layer inputs: W1 -> 1-9, W2 -> 10-12, W3 -> 13-20 (one map fills all)."""
         if len(maps) == 1:
             return self.expand(maps[0])
         if len(maps) != 3:
             raise ValueError(f"expected 1 or 3 predicted maps, got {len(maps)}")
-        return [maps[0]] * len(LAYERS_PER_LEVEL["W1"]) + [maps[1]] * len(LAYERS_PER_LEVEL["W2"]) + [
-            maps[2]
-        ] * len(LAYERS_PER_LEVEL["W3"])
+        return (
+            [maps[0]] * len(LAYERS_PER_LEVEL["W1"])
+            + [maps[1]] * len(LAYERS_PER_LEVEL["W2"])
+            + [maps[2]] * len(LAYERS_PER_LEVEL["W3"])
+        )
 
     # --- W-predictor (section 3.4) ------------------------------------------------------------------------
     def predictor_inputs(self, source: torch.Tensor, reference: torch.Tensor) -> PredictorInputs:
@@ -89,8 +91,12 @@ class RecolorModel(nn.Module):
             )
 
     def predict_maps(
-        self, source: torch.Tensor, reference: torch.Tensor, mask_ratio: float = 0.0,
-        generator: torch.Generator | None = None, inputs: PredictorInputs | None = None,
+        self,
+        source: torch.Tensor,
+        reference: torch.Tensor,
+        mask_ratio: float = 0.0,
+        generator: torch.Generator | None = None,
+        inputs: PredictorInputs | None = None,
     ) -> list[torch.Tensor]:
         """W = P_W(I_S, I_R) as the 20 layer inputs of G'."""
         if inputs is None:
@@ -143,6 +149,8 @@ class RecolorModel(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("semantic.")]
         if missing or unexpected:
-            raise ValueError(f"{path} does not fit config {config.name!r}: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"{path} does not fit config {config.name!r}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
         return model.to(device).eval()

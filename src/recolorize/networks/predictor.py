@@ -5,7 +5,8 @@ Data flow (Figure 3, right):
 2. Frozen semantic features F_S, F_R at 1/16 -> cosine cross-attention A_C (eq. 4).
 3. Training only: random semantic masking of reference positions (columns of A_C), ratio given per step.
 4. Hard attention A_h = one-hot argmax (eq. 5) -> warped reference map W0_R~ = A_h W0_R (section 3.4.3).
-5. ASPP-1 on [W0_R~, C_S^3, M] with w -> W1 (1/16); ASPP-2 adds C_S^2 -> W2 (1/8); ASPP-3 adds C_S^1 -> W3 (1/4).
+5. ASPP-1 on [W0_R~, C_S^3, M] with w -> W1 (1/16); ASPP-2 adds C_S^2 -> W2 (1/8);
+   ASPP-3 adds C_S^1 -> W3 (1/4).
 
 Decisions where the paper is ambiguous (design.md):
 - ASPP-1 takes the 1/16 source features (3.4.3 says C_S^1 but only the 1/16 map has the right size).
@@ -65,7 +66,11 @@ def random_column_mask(
 
 
 def warp_by_attention(
-    attention: torch.Tensor, reference_maps: torch.Tensor, size: tuple[int, int], hard: bool, temperature: float
+    attention: torch.Tensor,
+    reference_maps: torch.Tensor,
+    size: tuple[int, int],
+    hard: bool,
+    temperature: float,
 ) -> torch.Tensor:
     """W0_R~ = A W0_R: the reference map resampled onto the source grid (B, C, *size).
 
@@ -108,8 +113,12 @@ class WPredictor(nn.Module):
                     head.bias.zero_()
 
     def forward(
-        self, source: torch.Tensor, reference: torch.Tensor, inputs: PredictorInputs,
-        mask_ratio: float = 0.0, generator: torch.Generator | None = None,
+        self,
+        source: torch.Tensor,
+        reference: torch.Tensor,
+        inputs: PredictorInputs,
+        mask_ratio: float = 0.0,
+        generator: torch.Generator | None = None,
     ) -> list[torch.Tensor]:
         """Predict the latent maps; ``mask_ratio`` acts only in training mode (section 3.4.2)."""
         ablations = self.config.ablations
@@ -132,7 +141,9 @@ class WPredictor(nn.Module):
         attention = cosine_attention(semantic_source, semantic_reference)  # A_C, eq. 4
         masked_away = torch.zeros(source.shape[0], 1, *size, device=source.device, dtype=source.dtype)
         if self.training and ablations.masking and mask_ratio > 0:
-            keep = random_column_mask(attention.shape[0], attention.shape[2], mask_ratio, generator, source.device)
+            keep = random_column_mask(
+                attention.shape[0], attention.shape[2], mask_ratio, generator, source.device
+            )
             best = attention.argmax(dim=2)
             masked_away = (~torch.gather(keep, 1, best)).to(source.dtype).view(-1, 1, *size)
             attention = attention.masked_fill(~keep[:, None, :], float("-inf"))
