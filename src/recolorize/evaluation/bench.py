@@ -1,0 +1,185 @@
+"""Ground-truth benchmark from held-out photos: pairs whose right answer is known.
+
+DPST has no released ground truth (paper section 4), so we build our own: for each photo, the target is
+the photo re-coloured by a random local + global grade (data/augment.py), the reference is that target
+geometrically altered (data/geometry.py: same colours, different framing), and the source is the
+original photo. A method that transfers the reference's colours onto the source should reproduce the
+target. Layout written to ``out_dir``::
+
+    source/0000.png  reference/0000.png  target/0000.png  ...
+    pairs.csv        columns source,reference,target (paths relative to the CSV)
+    bench.json       provenance: seed, size, which photo (and mask) each row came from
+
+Everything is a pure function of the inputs and the seed: two runs write byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from recolorize.data.augment import AugmentationRanges, ColourAugmenter
+from recolorize.data.folders import (
+    MaskFormat,
+    Photo,
+    discover_photos,
+    glob_escape,
+    read_regions,
+    superpixel_regions,
+    to_rgb,
+)
+from recolorize.data.geometry import GeometryRanges, alter_geometry
+from recolorize.errors import UserError
+from recolorize.io_utils import atomic_write
+
+__all__ = ["make_bench", "load_photo", "recolour_pair", "save_png", "BENCH_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of pairs.csv, in order.
+BENCH_COLUMNS: tuple[str, ...] = ("source", "reference", "target")
+
+
+def load_photo(path: Path, size: int | None = None) -> torch.Tensor:
+    """A photo as (3, H, W) float32 in [0, 1], shrunk (never enlarged) to a long side of at most ``size``."""
+    with Image.open(path) as im:
+        width, height = im.size
+        if size is not None and max(width, height) > size:
+            scale = size / max(width, height)
+            new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            if im.format == "JPEG":
+                im.draft(None, new_size)
+            rgb = to_rgb(im).resize(new_size, Image.Resampling.LANCZOS)
+        else:
+            rgb = to_rgb(im)
+        array = np.asarray(rgb, dtype=np.uint8)
+    return torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike[str]) -> None:
+    """Write a (3, H, W) [0, 1] image as an 8-bit PNG, atomically."""
+    array = (image.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    with atomic_write(path) as tmp:
+        Image.fromarray(array, "RGB").save(tmp, format="PNG")
+
+
+def recolour_pair(
+    source: torch.Tensor,
+    regions: np.ndarray | None,
+    rng: np.random.Generator,
+    augmenter: ColourAugmenter,
+    geometry: GeometryRanges | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, reference): ``source`` re-coloured (local + global), and that result re-framed."""
+    target = augmenter(source, regions, rng)
+    reference = alter_geometry(target, rng, geometry)
+    return target, reference
+
+
+def _masks_from_folder(photo: Photo, masks_dir: Path) -> Photo:
+    """Pair a photo with ``{stem}.png`` or ``{stem}_{k}.png`` from an explicit mask folder."""
+    stem = photo.image.stem
+    found = sorted(masks_dir.glob(f"{glob_escape(stem)}.png"))
+    if not found:
+        found = sorted(masks_dir.glob(f"{glob_escape(stem)}_*.png"), key=lambda p: (len(p.stem), p.stem))
+        found = [p for p in found if p.stem[len(stem) + 1 :].isdigit()]
+    if not found:
+        logger.warning("no mask for %s in %s: using superpixels", photo.image.name, masks_dir)
+        return Photo(photo.image)
+    with Image.open(found[0]) as im:
+        mask_format: MaskFormat = "palette" if im.mode in ("RGB", "RGBA") else "labels"
+    return Photo(photo.image, tuple(found), mask_format)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def make_bench(
+    images_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    n: int,
+    seed: int,
+    masks_dir: str | os.PathLike[str] | None = None,
+    size: int | None = None,
+    ranges: AugmentationRanges | None = None,
+    geometry: GeometryRanges | None = None,
+) -> Path:
+    """Build ``n`` ground-truth triples from the photos in ``images_dir``; returns the path of pairs.csv.
+
+    masks_dir: folder of region masks named like the photos (``{stem}.png`` or ``{stem}_{k}.png``); by
+    default masks are found by the known dataset layouts, else superpixels are used. size: shrink photos
+    so their long side is at most this many pixels (default: full resolution).
+    """
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    if size is not None and size < 16:
+        raise UserError(f"--size must be at least 16 pixels, got {size}")
+    images_root = Path(images_dir)
+    photos = discover_photos([images_root])
+    if masks_dir is not None:
+        masks_root = Path(masks_dir)
+        if not masks_root.is_dir():
+            raise UserError(f"mask folder {masks_root} does not exist or is not a folder")
+        photos = [_masks_from_folder(p, masks_root) for p in photos]
+    if n > len(photos):
+        logger.warning(
+            "asked for %d pairs but %s has %d photos: using all of them", n, images_root, len(photos)
+        )
+        n = len(photos)
+    chosen = sorted(np.random.default_rng(seed).permutation(len(photos))[:n].tolist())
+    out = Path(out_dir)
+    for column in BENCH_COLUMNS:
+        (out / column).mkdir(parents=True, exist_ok=True)
+    augmenter = ColourAugmenter(ranges)
+    rows: list[dict[str, str]] = []
+    provenance: list[dict[str, object]] = []
+    for row, photo_index in enumerate(tqdm(chosen, desc="make-bench", unit="pair")):
+        photo = photos[photo_index]
+        rng = np.random.default_rng([seed, row])
+        source = load_photo(photo.image, size)
+        _, height, width = source.shape
+        with Image.open(photo.image) as im:
+            full_size = im.size
+        annotator = int(rng.integers(len(photo.masks))) if photo.masks else 0
+        regions = read_regions(photo, full_size, None, (width, height), annotator)
+        mask_name = photo.masks[annotator].name if regions is not None else None
+        if regions is None:
+            regions = superpixel_regions(source, augmenter.ranges.superpixel_segments)
+        target, reference = recolour_pair(source, regions, rng, augmenter, geometry)
+        name = f"{row:04d}.png"
+        for column, image in zip(BENCH_COLUMNS, (source, reference, target), strict=True):
+            save_png(image, out / column / name)
+        rows.append({column: f"{column}/{name}" for column in BENCH_COLUMNS})
+        provenance.append(
+            {
+                "row": row,
+                "photo": _relative(photo.image, images_root),
+                "mask": mask_name,
+                "size": [width, height],
+            }
+        )
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(BENCH_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = out / "pairs.csv"
+    with atomic_write(csv_path) as tmp:
+        tmp.write_text(buffer.getvalue())
+    meta = {"seed": seed, "n": n, "size": size, "masks_dir": masks_dir is not None, "rows": provenance}
+    with atomic_write(out / "bench.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    logger.info("wrote %d pairs to %s", n, csv_path)
+    return csv_path
