@@ -1,8 +1,9 @@
 """Model and training configurations as data: frozen dataclasses saved as JSON beside every weight file.
 
-Three named model sizes (design.md): ``paper`` (the paper's StyleGAN2-256, C = 512), ``base`` (half the
-channels, the shipped default) and ``tiny`` (a few channels at 64 px, for tests and CI only). Every ablation
-of the paper's Table 2 is a field of :class:`Ablations`.
+Named model sizes (design.md): ``paper`` (the paper's StyleGAN2-256, C = 512), ``base`` (half the
+channels, the intended default, trained on a GPU), ``small`` (128 px, few channels: what a 2-core CPU
+trains in an hour, shipped until a GPU run of ``base`` exists) and ``tiny`` (64 px, tests and CI only).
+Every ablation of the paper's Table 2 is a field of :class:`Ablations`.
 """
 
 from __future__ import annotations
@@ -179,6 +180,15 @@ CONFIGS: dict[str, ModelConfig] = {
         semantic_backbone="efficientnet_lite0",
         predictor_width=128,
     ),
+    "small": ModelConfig(
+        name="small",
+        resolution=128,
+        latent_dim=64,
+        generator_channels=(64, 64, 64, 64, 48, 32, 16),
+        encoder_width=16,
+        semantic_backbone="efficientnet_lite0",
+        predictor_width=48,
+    ),
     "tiny": ModelConfig(
         name="tiny",
         resolution=64,
@@ -200,6 +210,13 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
         generator=StageConfig(steps=20000, batch=16, lr=3e-4, lpips=0.5),
         wencoder=StageConfig(steps=10000, batch=16, lr=3e-4),
         predictor=StageConfig(steps=20000, batch=16, lr=3e-4, lpips=1.0, w0=1.0, mask_ratio_max=0.95),
+    ),
+    "small": TrainConfig(
+        generator=StageConfig(steps=4000, batch=8, lr=5e-4),
+        wencoder=StageConfig(steps=1500, batch=8, lr=5e-4),
+        predictor=StageConfig(steps=4000, batch=8, lr=5e-4, lpips=0.5, w0=1.0, mask_ratio_max=0.95),
+        checkpoint_every=100,
+        sample_every=500,
     ),
     "tiny": TrainConfig(
         generator=StageConfig(steps=60, batch=4, lr=2e-3),

@@ -1,0 +1,87 @@
+"""``recolorize eval``: every method on every pair of a CSV; metrics.csv, summary.md and comparison grids."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from recolorize.evaluation.runner import MethodOptions, known_methods, parse_methods, read_pairs, run_eval
+
+__all__ = ["register", "run", "command_line"]
+
+DEFAULT_METHODS = "ours,reinhard,mkl,histogram,identity"
+
+
+def command_line(name: str, args: argparse.Namespace, options: dict[str, str]) -> str:
+    """The command as typed, rebuilt from the parsed arguments (``options``: dest -> flag), for reports."""
+    parts = ["recolorize", name]
+    for dest, flag in options.items():
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    read_pairs(args.pairs, args.limit)  # check the CSV and its images before loading any model
+    options = MethodOptions(weights=args.weights, device=args.device, strength=args.strength)
+    methods = parse_methods(args.methods, options)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    flags = {
+        "pairs": "--pairs",
+        "methods": "--methods",
+        "out": "--out",
+        "weights": "--weights",
+        "size": "--size",
+        "limit": "--limit",
+        "grid_every": "--grid-every",
+        "max_grids": "--max-grids",
+        "metrics": "--metrics",
+        "strength": "--strength",
+        "device": "--device",
+    }
+    run_eval(
+        args.pairs,
+        methods,
+        args.out,
+        size=args.size,
+        limit=args.limit,
+        grid_every=args.grid_every,
+        max_grids=args.max_grids,
+        metrics=metrics,
+        command=command_line("eval", args, flags),
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="score re-colorization methods on pairs with a known target",
+        description="Run each method on each pair of a CSV (columns source,reference[,target], paths "
+        "relative to the CSV) and write OUT/metrics.csv, OUT/summary.md and OUT/grids/*.png. Without a "
+        "target column only HIS (output vs reference) is computed. "
+        f"Methods: {', '.join(known_methods())}, or ours=PATH for other weights (named by the file stem).",
+    )
+    parser.add_argument(
+        "--pairs", required=True, type=Path, metavar="CSV", help="pairs CSV (e.g. from make-bench)"
+    )
+    parser.add_argument(
+        "--methods", default=DEFAULT_METHODS, help=f"comma-separated methods, default {DEFAULT_METHODS}"
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--weights", type=Path, metavar="PATH", help="weights of 'ours'; default: shipped model"
+    )
+    parser.add_argument("--size", type=int, metavar="PX", help="shrink images so the long side is at most PX")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
+    parser.add_argument(
+        "--grid-every", type=int, default=1, metavar="K", help="a grid for every K-th pair (0: none)"
+    )
+    parser.add_argument("--max-grids", type=int, default=16, metavar="M", help="at most M grids, default 16")
+    parser.add_argument("--metrics", help="comma-separated metrics, default all")
+    parser.add_argument("--strength", type=float, default=1.0, help="strength alpha of 'ours', default 1")
+    parser.add_argument("--device", default="cpu", help="device of 'ours': cpu or cuda")
+    parser.set_defaults(func=run)
