@@ -1,0 +1,820 @@
+"""Reading and writing photos without losing what the photographer put in them.
+
+Inside the library an image is sRGB float in [0, 1]. At the boundary we keep everything else a photo
+carries and hand it back on save: the EXIF block (with the orientation reset, because the pixels are
+stored upright), the embedded ICC profile (pixels are converted to sRGB for processing and back to the
+profile on save), the alpha channel (passed through bit-exactly) and the bit depth (16-bit PNG/TIFF in,
+16-bit out). Every way a file can be bad becomes a ``UserError`` naming the file.
+
+Pillow has no 16-bit RGB mode: it decodes a 48/64-bit PNG or TIFF to 8 bits by keeping the high byte.
+Its decoder is told which byte to keep by the "raw mode", so decoding once more with the byte order
+swapped yields the low bytes, and ``high << 8 | low`` is the exact 16-bit image, still decoded entirely
+by Pillow's C code. Writing 16-bit RGB(A) uses a small PNG encoder here and ``tifffile`` for TIFF.
+
+Known limits: 16-bit grey+alpha PNGs are read at 8 bits (Pillow has no raw mode for their low bytes);
+16-bit data with a table-based (LUT) ICC profile is converted at 8-bit precision (matrix/TRC profiles,
+the usual camera and editor RGB spaces, are converted in float); CMYK and grey sources are written
+as sRGB RGB without their profile; EXIF is not written into 16-bit TIFF output; an already-decoded
+PIL image is taken at Pillow's 8 bits. ``_pil_limit`` raises Pillow's global pixel cap for the
+duration of a load when our limit is higher (our own check then applies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import struct
+import sys
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+
+from recolorize.errors import UserError
+from recolorize.io_utils import atomic_write
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "MIN_SIDE",
+    "LoadedImage",
+    "encode_image",
+    "load_image",
+    "output_format",
+    "save_image",
+    "to_pil",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Decompression-bomb guard: images with more pixels than this are refused before decoding.
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Environment variable that overrides ``DEFAULT_MAX_PIXELS`` (an integer pixel count).
+MAX_PIXELS_ENV = "RECOLORIZE_MAX_PIXELS"
+#: The network needs some content to look at; smaller images are refused with a clear message.
+MIN_SIDE = 32
+
+_ORIENTATION = 0x0112
+_EXIF_HEADER = b"Exif\x00\x00"
+_JPEG_EXIF_LIMIT = 65533
+# Pillow raw modes of 16-bit-per-sample RGB(A) and the mode that picks the *other* byte of each sample.
+_NATIVE_PARTNER = "L" if sys.byteorder == "big" else "B"
+_LOW_BYTE_RAWMODE = {
+    "RGB;16B": "RGB;16L",
+    "RGB;16L": "RGB;16B",
+    "RGB;16N": f"RGB;16{_NATIVE_PARTNER}",
+    "RGBA;16B": "RGBA;16L",
+    "RGBA;16L": "RGBA;16B",
+    "RGBA;16N": f"RGBA;16{_NATIVE_PARTNER}",
+}
+_FORMATS = {  # suffix -> Pillow format name; the formats we write
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+}
+_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
+_SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """A decoded photo: upright sRGB pixels plus what must survive a round trip.
+
+    ``rgb`` is float32 (H, W, 3) in [0, 1], sRGB, upright. ``alpha`` is the source's alpha channel,
+    upright, in its original dtype (uint8 / uint16, or float32 for float arrays) so it can be written
+    back bit-exactly. ``icc_profile`` and ``exif`` are the source's bytes (EXIF orientation already
+    reset to 1). ``bit_depth`` is 8 or 16 per sample; ``greyscale`` says the source had no colour.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    greyscale: bool = False
+    bit_depth: int = 8
+    path: Path | None = None
+    format: str | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    def tensor(self) -> Any:
+        """The pixels as a float32 torch tensor (1, 3, H, W), the library's image convention."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.rgb.transpose(2, 0, 1)))[None]
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def _max_pixels(max_pixels: int | None) -> int:
+    """The bomb limit: the argument, else $RECOLORIZE_MAX_PIXELS, else ``DEFAULT_MAX_PIXELS``."""
+    if max_pixels is not None:
+        return int(max_pixels)
+    env = os.environ.get(MAX_PIXELS_ENV)
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise UserError(f"{MAX_PIXELS_ENV}={env!r} is not a pixel count") from None
+    return DEFAULT_MAX_PIXELS
+
+
+@contextlib.contextmanager
+def _pil_limit(limit: int) -> Iterator[None]:
+    """Let Pillow open images up to ``limit`` pixels: our own check replaces its bomb guard."""
+    old = Image.MAX_IMAGE_PIXELS
+    if old is not None and limit > old:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _check_size(width: int, height: int, name: str, limit: int) -> None:
+    if width * height > limit:
+        raise UserError(
+            f"{name} has {width}x{height} = {width * height:,} pixels, more than the limit of {limit:,} "
+            f"(raise it with --max-pixels or {MAX_PIXELS_ENV})"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise UserError(f"{name} is {width}x{height} pixels; both sides must be at least {MIN_SIDE}")
+
+
+def _reset_orientation(exif: bytes) -> bytes:
+    """Return the EXIF block with the orientation set to 1, every other byte unchanged.
+
+    Patching the value in place (instead of re-serialising through ``Image.Exif``) keeps maker notes,
+    thumbnails and offsets exactly as the camera wrote them.
+    """
+    body = exif[6:] if exif.startswith(_EXIF_HEADER) else exif
+    buf = bytearray(body)
+    try:
+        endian = {b"II": "<", b"MM": ">"}[bytes(buf[:2])]
+        ifd = struct.unpack_from(endian + "I", buf, 4)[0]
+        (count,) = struct.unpack_from(endian + "H", buf, ifd)
+        for k in range(count):
+            entry = ifd + 2 + 12 * k
+            tag, typ, n = struct.unpack_from(endian + "HHI", buf, entry)
+            if tag == _ORIENTATION and typ == 3 and n == 1:
+                struct.pack_into(endian + "H", buf, entry + 8, 1)
+    except (KeyError, struct.error):
+        logger.warning("EXIF block is malformed; keeping it unchanged")
+    return _EXIF_HEADER + bytes(buf)
+
+
+def _source_exif(im: Image.Image) -> bytes | None:
+    raw = im.info.get("exif")
+    if isinstance(raw, Image.Exif):
+        raw = raw.tobytes()
+    if not raw:
+        return None
+    return _reset_orientation(bytes(raw))
+
+
+def _profile_space(icc: bytes | None) -> str | None:
+    """The ICC header's data colour space: 'RGB', 'GRAY', 'CMYK', ... (None when unreadable)."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc[16:20].decode("ascii", "replace").strip()
+
+
+def _cms_profile(icc: bytes) -> ImageCms.ImageCmsProfile | None:
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("embedded ICC profile is unreadable (%s); treating the image as sRGB", exc)
+        return None
+
+
+def _is_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
+    """True for the common sRGB profiles, whose conversion would only add rounding."""
+    try:
+        desc = ImageCms.getProfileDescription(profile) or ""
+    except ImageCms.PyCMSError:
+        return False
+    return desc.strip().lower().startswith("srgb")
+
+
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _cms(
+    im: Image.Image, src: ImageCms.ImageCmsProfile, dst: ImageCms.ImageCmsProfile, mode: str
+) -> np.ndarray | None:
+    """littleCMS conversion (relative colorimetric) as an array, or None when the profile cannot be used."""
+    try:
+        return np.asarray(ImageCms.profileToProfile(im, src, dst, _INTENT, outputMode=mode))
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        logger.warning("colour conversion with the embedded ICC profile failed (%s); assuming sRGB", exc)
+        return None
+
+
+# --- matrix/TRC profiles in numpy, for 16-bit data (Pillow's colour management is 8-bit for RGB) ---
+
+
+def _s15(buf: bytes, off: int) -> float:
+    return struct.unpack_from(">i", buf, off)[0] / 65536.0
+
+
+def _parse_curve(icc: bytes, off: int) -> Callable[[np.ndarray], np.ndarray]:
+    sig = icc[off : off + 4]
+    if sig == b"curv":
+        (n,) = struct.unpack_from(">I", icc, off + 8)
+        if n == 0:
+            return lambda x: x
+        if n == 1:
+            gamma = struct.unpack_from(">H", icc, off + 12)[0] / 256.0
+            return lambda x: np.power(x, gamma)
+        table = np.frombuffer(icc, dtype=">u2", count=n, offset=off + 12).astype(np.float64) / 65535.0
+        grid = np.linspace(0.0, 1.0, n)
+        return lambda x: np.interp(x, grid, table)
+    if sig == b"para":
+        (kind,) = struct.unpack_from(">H", icc, off + 8)
+        nparams = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}[kind]
+        g, a, b, c, d, e, f = ([_s15(icc, off + 12 + 4 * i) for i in range(nparams)] + [0.0] * 7)[:7]
+        if kind == 0:
+            return lambda x: np.power(x, g)
+        if kind == 1:
+            return lambda x: np.where(x >= -b / a, np.power(np.maximum(a * x + b, 0), g), 0.0)
+        if kind == 2:
+            return lambda x: np.where(x >= -b / a, np.power(np.maximum(a * x + b, 0), g) + c, c)
+        if kind == 3:
+            return lambda x: np.where(x >= d, np.power(np.maximum(a * x + b, 0), g), c * x)
+        return lambda x: np.where(x >= d, np.power(np.maximum(a * x + b, 0), g) + e, c * x + f)
+    raise ValueError(f"unsupported curve type {sig!r}")
+
+
+def _matrix_shaper(icc: bytes) -> tuple[np.ndarray, list[Callable[[np.ndarray], np.ndarray]]] | None:
+    """(RGB->XYZ_D50 matrix, three encoded->linear curves) of a matrix/TRC profile, else None.
+
+    Profiles with A2B/B2A lookup tables are left to littleCMS (it prefers the tables), as are profiles
+    this small parser does not understand.
+    """
+    try:
+        (count,) = struct.unpack_from(">I", icc, 128)
+        tags = {}
+        for k in range(count):
+            sig, off, _size = struct.unpack_from(">4sII", icc, 132 + 12 * k)
+            tags[sig] = off
+        if any(t in tags for t in (b"A2B0", b"A2B1", b"B2A0", b"B2A1")):
+            return None
+        cols = []
+        for t in (b"rXYZ", b"gXYZ", b"bXYZ"):
+            off = tags[t]
+            cols.append([_s15(icc, off + 8 + 4 * i) for i in range(3)])
+        curves = [_parse_curve(icc, tags[t]) for t in (b"rTRC", b"gTRC", b"bTRC")]
+    except (KeyError, ValueError, struct.error):
+        return None
+    return np.array(cols, dtype=np.float64).T, curves
+
+
+def _invert(curve: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Numerical inverse of a monotone [0,1] curve, accurate to ~1/65536 of the input scale."""
+    grid = np.linspace(0.0, 1.0, 65536 + 1)
+    values = np.maximum.accumulate(np.clip(curve(grid), 0.0, 1.0))
+    return lambda y: np.interp(y, values, grid)
+
+
+def _matrix_convert(rgb: np.ndarray, src_icc: bytes, dst_icc: bytes) -> np.ndarray | None:
+    """Float colour conversion between two matrix/TRC profiles (relative colorimetric), or None.
+
+    Runs in float64 over blocks of ~1 MP so a 12-MP photo never holds more than a few 24-MB temporaries.
+    """
+    src, dst = _matrix_shaper(src_icc), _matrix_shaper(dst_icc)
+    if src is None or dst is None:
+        return None
+    m = np.linalg.solve(dst[0], src[0]).T  # src RGB linear -> dst RGB linear via XYZ D50
+    inverse = [_invert(curve) for curve in dst[1]]
+    out = np.empty(rgb.shape, dtype=np.float32)
+    rows = max(1, (1 << 20) // max(1, rgb.shape[1]))
+    for y in range(0, rgb.shape[0], rows):
+        x = rgb[y : y + rows].astype(np.float64)
+        lin = np.clip(np.stack([src[1][i](x[..., i]) for i in range(3)], axis=-1) @ m, 0.0, 1.0)
+        out[y : y + rows] = np.stack([inverse[i](lin[..., i]) for i in range(3)], axis=-1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- decode
+
+
+def _high_low_16(opener: Callable[[], Image.Image], im: Image.Image, tiles: list[Any]) -> np.ndarray | None:
+    """Exact 16-bit samples of a 48/64-bit RGB(A) image that Pillow decoded to 8 bits, else None."""
+    rawmode = tiles[0].args if tiles and isinstance(tiles[0].args, str) else None
+    if tiles and isinstance(tiles[0].args, tuple) and tiles[0].args:
+        rawmode = tiles[0].args[0]
+    if rawmode not in _LOW_BYTE_RAWMODE or len(tiles) == 0:
+        return None
+    partner = _LOW_BYTE_RAWMODE[rawmode]
+    with opener() as low:
+        new_tiles = []
+        for t in low.tile:
+            args = t.args
+            if isinstance(args, str):
+                args = partner
+            elif isinstance(args, tuple) and args and args[0] == rawmode:
+                args = (partner, *args[1:])
+            new_tiles.append(t._replace(args=args))
+        low.tile = new_tiles
+        low.load()
+        lo = np.asarray(low)
+    hi = np.asarray(im)
+    if lo.shape != hi.shape:
+        return None
+    return (hi.astype(np.uint16) << 8) | lo.astype(np.uint16)
+
+
+def _pixels(
+    im: Image.Image, sixteen: np.ndarray | None, name: str
+) -> tuple[np.ndarray, np.ndarray | None, str, int]:
+    """Split a loaded PIL image into (colour samples, alpha, colour space, bit depth)."""
+    mode = im.mode
+    if sixteen is not None:
+        alpha = sixteen[..., 3].copy() if sixteen.shape[-1] == 4 else None
+        return sixteen[..., :3], alpha, "RGB", 16
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(im).astype(np.uint16), None, "L", 16
+    if mode == "I":
+        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16), None, "L", 16
+    if mode == "F":
+        return np.clip(np.nan_to_num(np.asarray(im, dtype=np.float32)), 0.0, 1.0), None, "L", 16
+    if mode == "1":
+        return np.asarray(im.convert("L")), None, "L", 8
+    if mode == "L":
+        return np.asarray(im), None, "L", 8
+    if mode == "LA":
+        a = np.asarray(im)
+        return a[..., 0], a[..., 1].copy(), "L", 8
+    if mode == "CMYK":
+        return np.asarray(im), None, "CMYK", 8
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        a = np.asarray(im)
+        return a[..., :3], a[..., 3].copy(), "RGB", 8
+    if mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except ValueError as exc:
+            raise UserError(f"{name} has the image mode {mode}, which cannot be converted to RGB") from exc
+    return np.asarray(im), None, "RGB", 8
+
+
+def _is_grey(data: np.ndarray, space: str) -> bool:
+    if space == "L":
+        return True
+    if space != "RGB":
+        return False
+    return bool(np.array_equal(data[..., 0], data[..., 1]) and np.array_equal(data[..., 1], data[..., 2]))
+
+
+def _unit(data: np.ndarray) -> np.ndarray:
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    if data.dtype == np.uint16:
+        return data.astype(np.float32) / 65535.0
+    return np.clip(data.astype(np.float32), 0.0, 1.0)
+
+
+def _to_srgb(data: np.ndarray, space: str, icc: bytes | None, name: str) -> np.ndarray:
+    """Colour samples in ``space`` (possibly described by ``icc``) -> float32 sRGB (H, W, 3)."""
+    profile = _cms_profile(icc) if icc else None
+    pspace = _profile_space(icc)
+    usable = profile is not None and pspace == {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}[space]
+    if profile is not None and not usable:
+        logger.warning(
+            "%s: ICC profile describes %s data but the pixels are %s; ignoring it", name, pspace, space
+        )
+    if usable and space == "RGB" and _is_srgb(profile):
+        usable = False
+    if space == "CMYK":
+        cmyk = Image.fromarray(data, "CMYK")
+        out = _cms(cmyk, profile, _srgb_profile(), "RGB") if usable else None
+        return (np.asarray(cmyk.convert("RGB")) if out is None else out).astype(np.float32) / 255.0
+    if usable and data.dtype == np.uint8:
+        out = _cms(Image.fromarray(data, "L" if space == "L" else "RGB"), profile, _srgb_profile(), "RGB")
+        usable = out is not None
+        if usable:
+            return out.astype(np.float32) / 255.0
+    if not usable:
+        unit = _unit(data)
+        return np.repeat(unit[..., None], 3, axis=-1) if space == "L" else unit
+    if space == "RGB":
+        converted = _matrix_convert(_unit(data), icc, _srgb_profile().tobytes())
+        if converted is not None:
+            return converted
+        logger.warning("%s: 16-bit data with a table-based ICC profile is converted at 8-bit precision", name)
+        eight = np.round(_unit(data) * 255.0).astype(np.uint8)
+        out = _cms(Image.fromarray(eight, "RGB"), profile, _srgb_profile(), "RGB")
+        return (eight if out is None else out).astype(np.float32) / 255.0
+    logger.info("%s: grey ICC profile on 16-bit data ignored (treated as sRGB tones)", name)
+    return np.repeat(_unit(data)[..., None], 3, axis=-1)
+
+
+def _from_pil(
+    im: Image.Image,
+    name: str,
+    limit: int,
+    path: Path | None,
+    opener: Callable[[], Image.Image] | None,
+) -> LoadedImage:
+    _check_size(im.width, im.height, name, limit)
+    tiles = list(getattr(im, "tile", None) or [])
+    try:
+        im.load()
+        sixteen = _high_low_16(opener, im, tiles) if opener is not None else None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as exc:
+        raise UserError(f"{name} is truncated or corrupt and cannot be decoded ({exc})") from exc
+    exif = _source_exif(im)
+    icc = im.info.get("icc_profile") or None
+    fmt = im.format
+    data, alpha, space, depth = _pixels(im, sixteen, name)
+    orientation = im.getexif().get(_ORIENTATION, 1)
+    if orientation not in (None, 1):
+        data, alpha = _orient(data, orientation), (None if alpha is None else _orient(alpha, orientation))
+    greyscale = _is_grey(data, space)
+    rgb = _to_srgb(data, space, icc, name)
+    logger.debug(
+        "loaded %s: %s %dx%d, %d-bit, icc=%s", name, fmt, rgb.shape[1], rgb.shape[0], depth, bool(icc)
+    )
+    return LoadedImage(
+        rgb=np.ascontiguousarray(rgb, dtype=np.float32),
+        alpha=None if alpha is None else np.ascontiguousarray(alpha),
+        icc_profile=bytes(icc) if icc else None,
+        exif=exif,
+        greyscale=greyscale,
+        bit_depth=depth,
+        path=path,
+        format=fmt,
+    )
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to an (H, W[, C]) array exactly as ``ImageOps.exif_transpose`` does.
+
+    The transposes are done on the decoded arrays so that 16-bit samples and alpha (which never pass
+    through a PIL image here) turn with the pixels; the test checks agreement with Pillow.
+    """
+    ops = {
+        2: lambda x: x[:, ::-1],  # FLIP_LEFT_RIGHT
+        3: lambda x: x[::-1, ::-1],  # ROTATE_180
+        4: lambda x: x[::-1],  # FLIP_TOP_BOTTOM
+        5: lambda x: np.swapaxes(x, 0, 1),  # TRANSPOSE
+        6: lambda x: np.rot90(x, -1),  # ROTATE_270 (clockwise)
+        7: lambda x: np.swapaxes(x, 0, 1)[::-1, ::-1],  # TRANSVERSE
+        8: lambda x: np.rot90(x, 1),  # ROTATE_90
+    }
+    op = ops.get(int(orientation))
+    return np.ascontiguousarray(op(a)) if op else a
+
+
+def _from_array(array: np.ndarray, limit: int) -> LoadedImage:
+    name = "the image array"
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (2, 3, 4)):
+        raise UserError(f"{name} has shape {a.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if a.dtype == np.uint8:
+        depth = 8
+    elif a.dtype == np.uint16:
+        depth = 16
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise UserError(f"{name} contains NaN or infinite values")
+        a, depth = np.clip(a.astype(np.float32), 0.0, 1.0), 8
+    else:
+        raise UserError(f"{name} has dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
+    _check_size(a.shape[1], a.shape[0], name, limit)
+    alpha = None
+    if a.ndim == 3 and a.shape[-1] in (2, 4):
+        alpha, a = a[..., -1].copy(), a[..., :-1]
+        if a.shape[-1] == 1:
+            a = a[..., 0]
+    space = "L" if a.ndim == 2 else "RGB"
+    rgb = _to_srgb(a, space, None, name)
+    return LoadedImage(
+        rgb=np.ascontiguousarray(rgb), alpha=alpha, greyscale=_is_grey(a, space), bit_depth=depth
+    )
+
+
+def _open(fp: str | Path | IO[bytes], name: str) -> Image.Image:
+    try:
+        return Image.open(fp)
+    except UnidentifiedImageError:
+        raise UserError(f"{name} is not an image file in a format Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"{name} is too large to open safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise UserError(f"{name} cannot be opened as an image ({exc})") from None
+
+
+def load_image(source: Any, max_pixels: int | None = None) -> LoadedImage:
+    """Decode ``source`` into an upright sRGB ``LoadedImage``.
+
+    ``source`` may be a path, raw file bytes / a binary file object (web uploads), a PIL image, a
+    NumPy array (uint8, uint16 or float in [0, 1]; (H, W), (H, W, 3) or (H, W, 4)) or a
+    ``LoadedImage`` (returned as is). ``max_pixels`` is the decompression-bomb limit (default
+    ``$RECOLORIZE_MAX_PIXELS`` or 100 MP). Every unusable input raises ``UserError``.
+    """
+    limit = _max_pixels(max_pixels)
+    if isinstance(source, LoadedImage):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source, limit)
+    if isinstance(source, Image.Image):
+        filename = getattr(source, "filename", "") or ""
+        if isinstance(source, ImageFile.ImageFile) and source.tile and filename and Path(filename).is_file():
+            return load_image(Path(filename), limit)  # not decoded yet: read it ourselves (16-bit, checks)
+        with _pil_limit(limit):
+            return _from_pil(source, filename or "the image", limit, None, None)
+    if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
+        data = bytes(source) if not hasattr(source, "read") else source.read()
+        name = getattr(source, "name", None) or "the uploaded image"
+
+        def opener() -> Image.Image:
+            return _open(io.BytesIO(data), name)
+
+        with _pil_limit(limit), opener() as im:
+            return _from_pil(im, name, limit, None, opener)
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not an image file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path} is not readable (permission denied)")
+
+    def path_opener() -> Image.Image:
+        return _open(path, str(path))
+
+    with _pil_limit(limit), path_opener() as im:
+        return _from_pil(im, str(path), limit, path, path_opener)
+
+
+# ---------------------------------------------------------------------------------------------- save
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """Pillow format name for an output path's suffix; ``UserError`` for suffixes we do not write."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        known = ", ".join(sorted(_FORMATS))
+        raise UserError(f"cannot tell the image format of {path} from its suffix; use one of {known}")
+    return _FORMATS[suffix]
+
+
+def _as_hwc(rgb: Any) -> np.ndarray:
+    """Accept (H, W, 3) arrays, (1, 3, H, W) / (3, H, W) tensors or PIL images; return float32 [0,1]."""
+    if isinstance(rgb, Image.Image):
+        rgb = np.asarray(rgb.convert("RGB"))
+    if hasattr(rgb, "detach"):
+        t = rgb.detach().float().cpu()
+        if t.dim() == 4:
+            if t.shape[0] != 1:
+                raise ValueError(f"expected one image, got a batch of {t.shape[0]}")
+            t = t[0]
+        rgb = t.permute(1, 2, 0).numpy()
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    return np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0)
+
+
+def _quantise(x: np.ndarray, depth: int) -> np.ndarray:
+    scale = 65535.0 if depth == 16 else 255.0
+    return np.round(np.clip(x, 0.0, 1.0) * scale).astype(np.uint16 if depth == 16 else np.uint8)
+
+
+def _alpha_as(alpha: np.ndarray, depth: int) -> np.ndarray:
+    if alpha.dtype == (np.uint16 if depth == 16 else np.uint8):
+        return alpha
+    return _quantise(_unit(alpha), depth)
+
+
+def _png16(rgb16: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit RGB / RGBA PNG (Pillow cannot write one): Sub-filtered rows, zlib level 6."""
+    h, w, ch = rgb16.shape
+    raw = np.ascontiguousarray(rgb16.astype(">u2")).view(np.uint8).reshape(h, w * ch * 2)
+    bpp = ch * 2
+    filtered = np.empty((h, raw.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 1  # filter type Sub
+    filtered[:, 1 : 1 + bpp] = raw[:, :bpp]
+    np.subtract(raw[:, bpp:], raw[:, :-bpp], out=filtered[:, 1 + bpp :])  # uint8 arithmetic wraps mod 256
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    parts = [
+        b"\x89PNG\r\n\x1a\n",
+        chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 6 if ch == 4 else 2, 0, 0, 0)),
+    ]
+    if icc:
+        parts.append(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
+    if exif:
+        parts.append(chunk(b"eXIf", exif[6:] if exif.startswith(_EXIF_HEADER) else exif))
+    parts.append(chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
+    parts.append(chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _tiff16(rgb16: np.ndarray, icc: bytes | None) -> bytes:
+    import tifffile  # a scikit-image dependency; only needed for 16-bit TIFF output
+
+    buf = io.BytesIO()
+    kwargs: dict[str, Any] = {"photometric": "rgb", "compression": "zlib"}
+    if rgb16.shape[-1] == 4:
+        kwargs["extrasamples"] = ["unassalpha"]
+    if icc:
+        kwargs["iccprofile"] = icc
+    tifffile.imwrite(buf, rgb16, **kwargs)
+    return buf.getvalue()
+
+
+def _from_srgb(rgb: np.ndarray, icc: bytes, depth: int) -> tuple[np.ndarray, bytes | None]:
+    """sRGB float -> samples in the source's RGB profile at ``depth`` bits, and the profile to embed.
+
+    When the profile cannot be used (unreadable, or littleCMS refuses it) the pixels stay sRGB and no
+    profile is embedded, so the file is never labelled with a profile its pixels are not in.
+    """
+    profile = _cms_profile(icc)
+    if profile is None:
+        return _quantise(rgb, depth), None
+    if _is_srgb(profile):
+        return _quantise(rgb, depth), icc
+    if depth == 16:
+        converted = _matrix_convert(rgb, _srgb_profile().tobytes(), icc)
+        if converted is not None:
+            return _quantise(converted, 16), icc
+        logger.warning("16-bit output in a table-based ICC profile is converted at 8-bit precision")
+    eight = _cms(Image.fromarray(_quantise(rgb, 8), "RGB"), _srgb_profile(), profile, "RGB")
+    if eight is None:
+        return _quantise(rgb, depth), None
+    return (eight if depth == 8 else eight.astype(np.uint16) * 257), icc
+
+
+def _prepare(
+    rgb: Any, like: LoadedImage | None, fmt: str | None
+) -> tuple[np.ndarray, bytes | None, bytes | None, int]:
+    """Samples ready to encode (uint8/uint16, RGB or RGBA, in the source's profile), ICC, EXIF, depth.
+
+    ``fmt`` None means a PIL image: 8-bit, alpha kept.
+    """
+    pixels = _as_hwc(rgb)
+    depth = 16 if like is not None and like.bit_depth == 16 and fmt in _SIXTEEN_BIT_FORMATS else 8
+    icc = like.icc_profile if like is not None and _profile_space(like.icc_profile) == "RGB" else None
+    exif = like.exif if like is not None else None
+    alpha = like.alpha if like is not None else None
+    if alpha is not None and alpha.shape != pixels.shape[:2]:
+        raise ValueError(f"alpha is {alpha.shape} but the image is {pixels.shape[:2]}")
+    if alpha is not None and fmt is not None and fmt not in _ALPHA_FORMATS:
+        logger.warning("%s has no alpha channel; the source's transparency is dropped", fmt)
+        alpha = None
+    if fmt == "BMP":
+        icc = exif = None
+    if fmt == "JPEG" and exif is not None and len(exif) > _JPEG_EXIF_LIMIT:
+        logger.warning("EXIF block of %d bytes does not fit in a JPEG; dropped", len(exif))
+        exif = None
+    samples, icc = _from_srgb(pixels, icc, depth) if icc else (_quantise(pixels, depth), None)
+    if alpha is not None:
+        samples = np.concatenate([samples, _alpha_as(alpha, depth)[..., None]], axis=-1)
+    return samples, icc, exif, depth
+
+
+def to_pil(rgb: Any, like: LoadedImage | None = None) -> Image.Image:
+    """An 8-bit PIL image of ``rgb`` with ``like``'s alpha, and pixels in ``like``'s RGB ICC profile.
+
+    ``info["icc_profile"]`` and ``info["exif"]`` are set so that a caller's ``im.save(...,
+    icc_profile=im.info.get("icc_profile"), exif=im.info.get("exif"))`` keeps them. PIL has no 16-bit
+    RGB mode: use ``save_image`` / ``encode_image`` to keep 16 bits.
+    """
+    samples, icc, exif, _ = _prepare(rgb, like, None)
+    im = Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
+    if icc:
+        im.info["icc_profile"] = icc
+    if exif:
+        im.info["exif"] = exif
+    return im
+
+
+def encode_image(rgb: Any, like: LoadedImage | None = None, fmt: str = "PNG", quality: int = 95) -> bytes:
+    """Encode ``rgb`` (sRGB, [0, 1]) as ``fmt`` bytes with the metadata of ``like`` put back.
+
+    With ``like``: pixels are converted into its RGB ICC profile and the profile embedded; its EXIF
+    (orientation 1) is kept; its alpha is attached unchanged where the format has alpha; 16-bit sources
+    give 16-bit PNG/TIFF. Without ``like``: plain 8-bit sRGB. ``fmt`` is a Pillow format name or a
+    suffix ("jpg"); ``quality`` (1-100) applies to JPEG and WebP.
+    """
+    fmt = fmt.upper().lstrip(".")
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
+    if fmt not in set(_FORMATS.values()):
+        raise UserError(f"cannot write images in format {fmt!r}; use JPEG, PNG, TIFF, WEBP or BMP")
+    if not 1 <= int(quality) <= 100:
+        raise UserError(f"quality must be between 1 and 100, got {quality}")
+    samples, icc, exif, depth = _prepare(rgb, like, fmt)
+    if depth == 16:
+        if fmt == "PNG":
+            return _png16(samples, icc, exif)
+        if exif:
+            logger.info("EXIF is not written into 16-bit TIFF output")
+        return _tiff16(samples, icc)
+
+    im = Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
+    params: dict[str, Any] = {}
+    if icc:
+        params["icc_profile"] = icc
+    if exif:
+        params["exif"] = exif
+    if fmt == "JPEG":
+        params.update(quality=int(quality), subsampling=0 if quality >= 90 else 2)
+    elif fmt == "WEBP":
+        params.update(quality=int(quality))
+    elif fmt == "PNG":
+        params.update(compress_level=6)
+    elif fmt == "TIFF":
+        params.update(compression="tiff_deflate")
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def save_image(
+    path: str | os.PathLike[str],
+    rgb: Any,
+    like: LoadedImage | None = None,
+    quality: int = 95,
+    overwrite: bool = False,
+    source_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write ``rgb`` to ``path`` atomically in the format its suffix names; returns the path.
+
+    Refuses (``UserError``) to replace the source image (``source_path``, default ``like.path``) or any
+    existing file unless ``overwrite``, and reports an unwritable destination in one sentence. The
+    image is encoded in memory first and written through ``atomic_write``, so no error leaves a
+    partial or temporary file behind.
+    """
+    target = Path(path)
+    fmt = output_format(target)
+    src = Path(source_path) if source_path is not None else (like.path if like is not None else None)
+    if target.is_dir():
+        raise UserError(f"{target} is a directory; give a file name for the output image")
+    if src is not None and _same_file(target, src) and not overwrite:
+        raise UserError(
+            f"refusing to overwrite the source image {target}; choose another output or --overwrite"
+        )
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} already exists; choose another output or pass --overwrite")
+    parent = target.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {target}: the folder {existing} is not a writable directory")
+
+    data = encode_image(rgb, like, fmt, quality)
+    try:
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(data)
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    logger.info("wrote %s (%s, %d bytes)", target, fmt, len(data))
+    return target

@@ -1,0 +1,165 @@
+"""Recolorizer: the inference pipeline a user calls (design.md, "Data flow at inference").
+
+    I_S, I_R (any size)  -> resized to the working resolution r x r
+    W = P_W(I_S, I_R)    -> predicted latent maps (section 3.4), computed once per pair
+    W0_S = E_W(I_S)      -> the source's self-reconstruction maps (section 3.3)
+    W_alpha = W0_S + alpha (W - W0_S)      (strength, section 4.3.4, applied to the maps)
+    before = G'(I_S, W0_S), after = G'(I_S, W_alpha)   at r x r
+    output = local affine colour transform fitted before -> after, applied to the full-size source
+
+Fitting from the generator's own reconstruction (not the resized source) cancels its reconstruction
+error, and strength 0 returns the source exactly. ``prepare`` runs the predictor once so that moving the
+strength only reruns the generator and the full-resolution transfer (the web app relies on this).
+
+Example::
+
+    from recolorize import Recolorizer
+    rc = Recolorizer.from_pretrained()
+    rc.transfer("examples/source.jpg", "examples/reference.jpg", strength=1.0).save("out.jpg")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from recolorize.errors import UserError
+from recolorize.inference.fullres import full_resolution_transfer, resize_for_network
+from recolorize.inference.image_io import LoadedImage, load_image, to_pil
+from recolorize.networks.model import RecolorModel
+
+__all__ = ["Recolorizer", "PreparedPair", "default_weights_path", "ImageInput"]
+
+logger = logging.getLogger(__name__)
+
+ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
+
+
+def default_weights_path() -> Path:
+    """The model shipped inside the package (``recolorize/weights/model.safetensors``)."""
+    return Path(str(resources.files("recolorize") / "weights" / "model.safetensors"))
+
+
+@dataclass
+class PreparedPair:
+    """A source/reference pair after the predictor ran: everything ``render`` needs, nothing more.
+
+    source: the loaded full-resolution source (pixels, alpha, ICC profile, EXIF).
+    source_low: I_S at the working resolution, (1, 3, r, r).
+    self_maps: W0_S = E_W(I_S), (1, C, r/16, r/16).
+    predicted_maps: the 20 layer inputs P_W(I_S, I_R).
+    before_low: G'(I_S, W0_S), the generator's reconstruction of the source.
+    timings: seconds spent per step, for benchmarks.
+    """
+
+    source: LoadedImage
+    source_low: torch.Tensor
+    self_maps: torch.Tensor
+    predicted_maps: list[torch.Tensor]
+    before_low: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Recolorizer:
+    """Re-colour photos after a reference with a trained RecolorModel."""
+
+    def __init__(self, model: RecolorModel, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.resolution = model.config.resolution
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> Recolorizer:
+        """Load weights (``.safetensors`` with its ``.json`` config beside it); None = the shipped model."""
+        weights = Path(path) if path is not None else default_weights_path()
+        if weights.is_dir():
+            weights = weights / "model.safetensors"
+        if not weights.is_file():
+            raise UserError(f"model weights not found: {weights}")
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA device is available")
+        try:
+            model = RecolorModel.load(weights, device=device)
+        except (ValueError, OSError, RuntimeError) as error:
+            raise UserError(f"cannot load model weights {weights}: {error}") from error
+        return cls(model, device)
+
+    # --- steps ----------------------------------------------------------------------------------------
+    def _to_low(self, image: LoadedImage) -> torch.Tensor:
+        full = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None]
+        return resize_for_network(full, self.resolution).to(self.device)
+
+    @torch.no_grad()
+    def prepare(self, source: ImageInput, reference: ImageInput) -> PreparedPair:
+        """Load both images and run P_W once (section 3.4); greyscale sources are colourised alike."""
+        start = time.perf_counter()
+        source_image = source if isinstance(source, LoadedImage) else load_image(source)
+        reference_image = reference if isinstance(reference, LoadedImage) else load_image(reference)
+        loaded = time.perf_counter()
+        source_low = self._to_low(source_image)
+        reference_low = self._to_low(reference_image)
+        inputs = self.model.predictor_inputs(source_low, reference_low)
+        self_maps = inputs.source_maps if inputs.source_maps is not None else self.model.self_maps(source_low)
+        predicted = self.model.predict_maps(source_low, reference_low, inputs=inputs)
+        before_low = self.model.generator(source_low, self.model.expand(self_maps)).clamp(0, 1)
+        done = time.perf_counter()
+        return PreparedPair(
+            source=source_image,
+            source_low=source_low,
+            self_maps=self_maps,
+            predicted_maps=predicted,
+            before_low=before_low,
+            timings={"load": loaded - start, "predict": done - loaded},
+        )
+
+    @torch.no_grad()
+    def render_array(self, prepared: PreparedPair, strength: float = 1.0) -> np.ndarray:
+        """The re-coloured full-resolution source as float32 (H, W, 3) in [0, 1] (sRGB).
+
+        strength alpha in [0, 1]: W_alpha = W0_S + alpha (W - W0_S); 0 returns the source unchanged.
+        """
+        if not 0.0 <= strength <= 1.0:
+            raise UserError(f"strength must be between 0 and 1, got {strength}")
+        start = time.perf_counter()
+        if strength == 0.0:
+            after_low = prepared.before_low
+        else:
+            maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
+            after_low = self.model.generator(prepared.source_low, maps).clamp(0, 1)
+        generated = time.perf_counter()
+        source_full = torch.from_numpy(np.ascontiguousarray(prepared.source.rgb)).permute(2, 0, 1)[None]
+        out = full_resolution_transfer(source_full, prepared.before_low.cpu(), after_low.cpu())
+        prepared.timings.update(
+            {"generate": generated - start, "full_resolution": time.perf_counter() - generated}
+        )
+        return out[0].permute(1, 2, 0).numpy()
+
+    @staticmethod
+    def _interpolate(self_maps: torch.Tensor, predicted: torch.Tensor, strength: float) -> torch.Tensor:
+        base = self_maps
+        if base.shape[-2:] != predicted.shape[-2:]:
+            base = F.interpolate(base, size=predicted.shape[-2:], mode="bilinear", align_corners=False)
+        return base + strength * (predicted - base)
+
+    def render(self, prepared: PreparedPair, strength: float = 1.0) -> Image.Image:
+        """As ``render_array``, as a PIL image carrying the source's alpha, ICC profile and EXIF."""
+        return to_pil(self.render_array(prepared, strength), like=prepared.source)
+
+    def transfer(self, source: ImageInput, reference: ImageInput, strength: float = 1.0) -> Image.Image:
+        """Re-colour ``source`` after ``reference``: paths, PIL images or arrays in, a PIL image out."""
+        return self.render(self.prepare(source, reference), strength)
+
+    def describe(self) -> dict[str, Any]:
+        """Config name, resolution and device, for logs and reports."""
+        return {"config": self.model.config.name, "resolution": self.resolution, "device": str(self.device)}
