@@ -1,12 +1,13 @@
 """Training throughput (images/s) of each stage on this machine, through the real training loop.
 
     .venv/bin/python benchmarks/bench_training.py [--configs tiny base] [--batch 4] [--warmup 2] [--steps 4]
-        [--data DIR ...] [--device cpu]
+        [--data DIR ...] [--device cpu] [--threads N]
 
 For every config and stage: ``warmup`` steps, then ``steps`` timed steps, each logged on its own; the
 figure is the median images/s of the timed steps (data loading, forward, backward and the Adam step;
 checkpoint and sample writing excluded). Data: 16 MSRC-v2 photos with masks from ../shared/data unless
---data is given.
+--data is given. On a busy machine pass --threads 1: two OpenMP threads that have to wait for each
+other's core run many times slower than one.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--data", nargs="+", type=Path)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     data = args.data or [sample_photos(SHARED)]
     print(machine_description())

@@ -43,7 +43,7 @@ print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} 
 EOF
 
 log_every=$(( STEPS / 20 > 0 ? STEPS / 20 : 1 ))
-args=(--config "$CONFIG" --data $DATA --run "$RUN" --stage all --steps "$STEPS" --device "$DEVICE"
+args=(--config "$CONFIG" --data $DATA --run-dir "$RUN" --stage all --steps "$STEPS" --device "$DEVICE"
       --set "log_every=$log_every" --set "checkpoint_every=$(( STEPS / 2 > 0 ? STEPS / 2 : 1 ))"
       --set "sample_every=$STEPS")
 [ -n "${BATCH:-}" ] && args+=(--batch "$BATCH")

@@ -1,7 +1,7 @@
 """Copy the training photos (with their masks) into a small folder that can travel to a GPU machine.
 
     .venv/bin/python scripts/make_train_subset.py [--shared ../shared/data] [--out work_data/train]
-        [--short-side 320] [--quality 90] [--annotators 2]
+        [--short-side 320] [--quality 85] [--annotators 2]
 
 Takes the suggested training split of ../shared/data (BSDS500 train + val, COCO128, MSRC-v2; BSDS500
 test stays out for the benchmark), keeps each dataset's folder layout so that the masks are found,
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=REPO / "work_data" / "train")
     parser.add_argument("--short-side", type=int, default=320)
-    parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--quality", type=int, default=85)
     parser.add_argument("--annotators", type=int, default=2)
     args = parser.parse_args()
     count = 0

@@ -12,7 +12,8 @@ SHARED_DATA = Path(
     os.environ.get("RECOLORIZE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: two OpenMP threads on a 2-core machine shared with anything else can run 100x slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,17 @@ __all__ = ["main", "build_parser"]
 
 # Each entry is a module under recolorize.commands exposing ``register(subparsers)``; the registered
 # parser sets ``func(args) -> int``. Order is the order shown by ``recolorize --help``.
-COMMAND_MODULES: tuple[str, ...] = ("transfer",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "transfer",
+    "augment_grid",
+    "make_bench",
+    "eval",
+    "dpst_report",
+    "analyse",
+    "train",
+    "export",
+    "app",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

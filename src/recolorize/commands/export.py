@@ -1,0 +1,54 @@
+"""``recolorize export RUN_DIR -o DIR``: a run's newest weights as DIR/model.safetensors (fp16) + model.json.
+
+The newest weights are the checkpoint's (its EMA where the run keeps one), else the last finished stage's
+``{stage}.safetensors``. The result loads with ``RecolorModel.load`` / ``Recolorizer.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from recolorize.errors import UserError
+from recolorize.networks.model import RecolorModel
+from recolorize.training.checkpoint import latest_weights
+
+__all__ = ["register", "run", "export_run"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write a training run's newest weights as fp16 model.safetensors + model.json",
+        description=__doc__,
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="folder of a `recolorize train` run")
+    parser.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.set_defaults(func=run)
+
+
+def export_run(run_dir: Path, out_dir: Path) -> Path:
+    """Write ``out_dir/model.safetensors`` (fp16) and ``model.json`` from ``run_dir``; returns the path."""
+    config, state, source = latest_weights(run_dir)
+    model = RecolorModel(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("semantic.")]
+    if missing or unexpected:
+        raise UserError(
+            f"{source} does not fit config {config.name}: missing {missing[:3]}, extra {unexpected[:3]}"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output {out_dir} exists and is not a folder")
+    path = out_dir / "model.safetensors"
+    model.save(path, half=True)
+    logger.info("exported %s -> %s (%.1f MB, fp16)", source, path, path.stat().st_size / 1e6)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    export_run(args.run_dir, args.out)
+    return 0

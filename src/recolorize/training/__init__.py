@@ -1,0 +1,37 @@
+"""Training: the paper's three stages as data, one loop for all of them, exact resume, DDP.
+
+``recolorize train ...`` (or ``torchrun --nproc_per_node N -m recolorize.training ...``) runs
+:func:`train`; ``recolorize export RUN_DIR -o DIR`` writes a run's newest weights as the fp16 model files.
+"""
+
+from recolorize.training.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    latest_weights,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+    state_digest,
+)
+from recolorize.training.loop import METRIC_FIELDS, StageSummary, TrainRequest, apply_overrides, train
+from recolorize.training.stages import STAGE_ORDER, STAGES, Stage, StageOutputs, get_stage
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "Checkpoint",
+    "latest_weights",
+    "load_checkpoint",
+    "read_checkpoint_info",
+    "save_checkpoint",
+    "state_digest",
+    "METRIC_FIELDS",
+    "StageSummary",
+    "TrainRequest",
+    "apply_overrides",
+    "train",
+    "STAGE_ORDER",
+    "STAGES",
+    "Stage",
+    "StageOutputs",
+    "get_stage",
+]

@@ -1,0 +1,246 @@
+"""The paper's three training stages as data: which networks learn, on what data, under which losses.
+
+Stage 1 "generator" (section 3.2.2): G and E_w jointly on colour pairs (I_in, I_out),
+    I_G = G(I_in, E_w(I_in, I_out)); loss l1 * L1(I_G, I_out) + lpips * LPIPS(I_G, I_out).
+    A share :data:`IDENTITY_FRACTION` of the pairs has I_out = I_in, so that the self-reconstruction
+    code w0 = E_w(I, I) of section 3.3 really reconstructs I (I ~ G(I, w0)); the paper's w0 loss relies on it.
+Stage 2 "wencoder" (section 3.3): E_W with G' fixed, I_rec = G'(I, expand(E_W(I))); loss L1(I_rec, I)
+    (+ LPIPS when its weight is set).
+Stage 3 "predictor" (section 3.4.4, eq. 6): P_W with G', E_W, E_w fixed on triples (I_S, I_R, target),
+    I_P = G'(I_S, P_W(I_S, I_R)); loss lambda_1 L1(I_P, target) + lambda_LPIPS LPIPS(I_P, target)
+    + lambda_w0 L_w0(I_R, I_P). The paper writes the pixel terms "between I_P and I_R"; I_R is re-framed
+    (not aligned with I_S), so the pixel terms use the target (I_R's colours on I_S's geometry) and only the
+    alignment-free style term uses I_R itself. With ``StageConfig.histogram > 0`` the colour-histogram
+    loss replaces the w0 loss (the Table 2 ablation). Random semantic masking of A_C with a ratio drawn each
+    step from [0, bound], the bound rising linearly 0 -> ``mask_ratio_max`` (section 4.1.2).
+
+Every network not listed in ``Stage.trainable`` is frozen (eval mode, ``requires_grad`` False) during the
+stage; gradients still flow *through* frozen networks (e.g. through G' into E_W, through E_w into I_P).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from recolorize.config import StageConfig
+from recolorize.data.folders import Photo
+from recolorize.data.pairs import ColourPairDataset, ImageDataset, TriplePairDataset
+from recolorize.losses import histogram_loss, l1_loss, lpips_loss, w0_loss
+from recolorize.lpips import LPIPS
+from recolorize.networks.model import RecolorModel
+
+__all__ = [
+    "IDENTITY_FRACTION",
+    "STAGE_ORDER",
+    "STAGES",
+    "LOSS_TERMS",
+    "Stage",
+    "StageOutputs",
+    "get_stage",
+    "IdentityMixPairs",
+    "loss_weights",
+    "mask_bound",
+]
+
+#: Share of each stage-1 batch trained as identity pairs (I_in = I_out): E_w(I, I) = w0 must reconstruct I.
+IDENTITY_FRACTION = 0.25
+
+#: The stages in training order; ``--stage all`` runs them in this order, each from the previous weights.
+STAGE_ORDER: tuple[str, ...] = ("generator", "wencoder", "predictor")
+
+
+@dataclass
+class StageOutputs:
+    """What one stage's forward pass produces for the losses and the sample grid.
+
+    prediction: the generated image (B, 3, H, W) in [0, 1] (I_G, G'(I, W0) or I_P).
+    target: what the pixel terms (L1, LPIPS) compare it with.
+    style_reference: I_R for the style terms (w0 / histogram), None where a stage has none.
+    unchanged: the image the stage starts from (I_in, I_S). The same loss with ``unchanged`` in place of
+        the prediction is the loss of doing nothing, logged beside the loss as a yardstick that moves with
+        the batch (so their ratio shows learning through the sampling noise); None where it is 0.
+    images: named images for the sample grid, in column order.
+    """
+
+    prediction: torch.Tensor
+    target: torch.Tensor
+    style_reference: torch.Tensor | None = None
+    unchanged: torch.Tensor | None = None
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+#: Context for the loss terms: the model (for E_w in the w0 loss) and the LPIPS module (None when unused).
+LossFn = Callable[[StageOutputs, RecolorModel, "LPIPS | None"], torch.Tensor]
+
+
+def _l1(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> torch.Tensor:
+    return l1_loss(out.prediction, out.target)
+
+
+def _lpips(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> torch.Tensor:
+    if lpips is None:
+        raise ValueError("the lpips term needs an LPIPS module")
+    return lpips_loss(out.prediction, out.target, lpips)
+
+
+def _w0(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> torch.Tensor:
+    if out.style_reference is None:
+        raise ValueError("the w0 term needs a style reference I_R")
+    return w0_loss(model.self_code, out.style_reference, out.prediction)
+
+
+def _histogram(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> torch.Tensor:
+    if out.style_reference is None:
+        raise ValueError("the histogram term needs a style reference I_R")
+    return histogram_loss(out.prediction, out.style_reference)
+
+
+#: Loss term name -> function; each is weighted by the :class:`StageConfig` field of the same name.
+LOSS_TERMS: dict[str, LossFn] = {"l1": _l1, "lpips": _lpips, "w0": _w0, "histogram": _histogram}
+
+
+class IdentityMixPairs(ColourPairDataset):
+    """Stage-1 pairs of which a share :data:`IDENTITY_FRACTION` are identity pairs (I_out = I_in).
+
+    Each item's choice comes from (seed, epoch, index), like the rest of the item, so the share does not
+    depend on the batch size or on how the batch is split over processes.
+    """
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(index)
+        if np.random.default_rng([self.seed, self.epoch, int(index), 1]).random() < IDENTITY_FRACTION:
+            item["output"] = item["input"]
+        return item
+
+
+def _generator_forward(
+    model: RecolorModel, batch: dict[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None
+) -> StageOutputs:
+    """Stage 1: I_G = G(I_in, E_w(I_in, I_out)) (identity pairs included, see :class:`IdentityMixPairs`)."""
+    image_in, image_out = batch["input"], batch["output"]
+    code = model.pair_code(image_in, image_out)  # w = E_w(I_in, I_out)
+    generated = model.generator(image_in, code).float()  # I_G
+    return StageOutputs(
+        prediction=generated,
+        target=image_out,
+        unchanged=image_in,
+        images={"input": image_in, "output": image_out, "generated": generated},
+    )
+
+
+def _wencoder_forward(
+    model: RecolorModel, batch: dict[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None
+) -> StageOutputs:
+    """Stage 2: G'(I, expand(E_W(I))) should give back I."""
+    image = batch["image"]
+    reconstruction = model.generator(image, model.expand(model.self_maps(image))).float()
+    return StageOutputs(
+        prediction=reconstruction, target=image, images={"image": image, "reconstruction": reconstruction}
+    )
+
+
+def _predictor_forward(
+    model: RecolorModel, batch: dict[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None
+) -> StageOutputs:
+    """Stage 3: I_P = G'(I_S, P_W(I_S, I_R)) with masking ratio ``mask_ratio`` drawn from ``generator``."""
+    source, reference, target = batch["source"], batch["reference"], batch["target"]
+    maps = model.predict_maps(source, reference, mask_ratio=mask_ratio, generator=generator)  # W = P_W
+    prediction = model.generator(source, maps).float()  # I_P
+    return StageOutputs(
+        prediction=prediction,
+        target=target,
+        style_reference=reference,
+        unchanged=source,
+        images={"source": source, "reference": reference, "prediction": prediction, "target": target},
+    )
+
+
+DatasetFactory = Callable[[Sequence[Photo], int, int], Dataset]
+StageForward = Callable[
+    [RecolorModel, dict[str, torch.Tensor], float, "torch.Generator | None"], StageOutputs
+]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage as data.
+
+    name: the stage's name on the command line and in files (``{name}.safetensors``).
+    trainable: RecolorModel attributes optimised in this stage; every other network is frozen.
+    dataset: (photos, resolution, seed) -> the stage's dataset (items are dicts of (3, R, R) images).
+    forward: (model, batch, mask_ratio, mask_generator) -> :class:`StageOutputs`.
+    terms: loss terms this stage may use (names of :data:`LOSS_TERMS`); weights come from StageConfig.
+    masking: whether the stage draws a masking ratio each step (the curriculum of section 4.1.2).
+    """
+
+    name: str
+    trainable: tuple[str, ...]
+    dataset: DatasetFactory
+    forward: StageForward
+    terms: tuple[str, ...]
+    masking: bool = False
+
+
+STAGES: dict[str, Stage] = {
+    "generator": Stage(
+        name="generator",
+        trainable=("generator", "w_encoder"),
+        dataset=lambda photos, resolution, seed: IdentityMixPairs(photos, resolution, seed=seed),
+        forward=_generator_forward,
+        terms=("l1", "lpips"),
+    ),
+    "wencoder": Stage(
+        name="wencoder",
+        trainable=("map_encoder",),
+        dataset=lambda photos, resolution, seed: ImageDataset(photos, resolution, seed=seed),
+        forward=_wencoder_forward,
+        terms=("l1", "lpips"),
+    ),
+    "predictor": Stage(
+        name="predictor",
+        trainable=("predictor",),
+        dataset=lambda photos, resolution, seed: TriplePairDataset(photos, resolution, seed=seed),
+        forward=_predictor_forward,
+        terms=("l1", "lpips", "w0", "histogram"),
+        masking=True,
+    ),
+}
+
+
+def get_stage(name: str) -> Stage:
+    """Look up a stage by name, with the known names in the error."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; choose one of {', '.join(STAGE_ORDER)}") from None
+
+
+def loss_weights(stage: Stage, config: StageConfig) -> dict[str, float]:
+    """The stage's active loss terms and their weights (terms weighted 0 are off).
+
+    The histogram loss replaces the w0 loss when its weight is positive (paper Table 2: "w0 loss" vs
+    "histogram loss" are alternatives, not a sum).
+    """
+    weights = {name: float(getattr(config, name)) for name in stage.terms}
+    if weights.get("histogram", 0.0) > 0:
+        weights["w0"] = 0.0
+    active = {name: w for name, w in weights.items() if w > 0}
+    if not active:
+        raise ValueError(f"stage {stage.name} has no loss term with a positive weight")
+    return active
+
+
+def mask_bound(step: int, total_steps: int, config: StageConfig) -> float:
+    """Upper bound a of the masking ratio at ``step`` (0-based): rises linearly 0 -> ``mask_ratio_max`` over
+    ``mask_warmup_fraction`` of the stage's steps, then stays (section 4.1.2)."""
+    if config.mask_ratio_max <= 0:
+        return 0.0
+    warmup = config.mask_warmup_fraction * total_steps
+    if warmup <= 0:
+        return float(config.mask_ratio_max)
+    return float(config.mask_ratio_max * min(1.0, step / warmup))
