@@ -6,6 +6,7 @@ import argparse
 import csv
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
             )
         except UserError as error:
             failures += 1
-            tqdm.write(f"recolorize: error: {error}")
+            tqdm.write(f"recolorize: error: {error}", file=sys.stderr)
     if failures:
-        tqdm.write(f"recolorize: {failures} of {len(jobs)} photos failed")
+        tqdm.write(f"recolorize: {failures} of {len(jobs)} photos failed", file=sys.stderr)
         return 1
     return 0
 
@@ -141,8 +142,11 @@ def _check_output(job: Job, source_path: Path, overwrite: bool) -> None:
     if job.output.exists() and not overwrite:
         raise UserError(f"output {job.output} exists; use --overwrite to replace it")
     parent = job.output.parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write to folder {parent}")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"cannot write {job.output}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise UserError(f"cannot write to folder {existing}")
 
 
 def _load(args: argparse.Namespace):
