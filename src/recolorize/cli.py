@@ -26,22 +26,29 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every subcommand registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand registered (or just ``only``, if it is one).
+
+    Registering one subcommand imports only its module, so ``recolorize transfer`` does not pay for the
+    training and evaluation imports (torch, scipy, matplotlib) of the others before it can start.
+    """
     parser = argparse.ArgumentParser(
         prog="recolorize",
         description="Re-colour a photo after a reference photo (latent-guided exemplar re-colorization).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    names = [n for n in COMMAND_MODULES if n.replace("_", "-") == only] or COMMAND_MODULES
+    for name in names:
         importlib.import_module(f"recolorize.commands.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn a UserError into one line on stderr with exit code 2."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:

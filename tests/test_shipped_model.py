@@ -1,0 +1,46 @@
+"""The model shipped inside the package re-colours a built ground-truth pair towards its target."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recolorize.evaluation.bench import make_bench
+from recolorize.evaluation.metrics import delta_e2000
+from recolorize.inference.image_io import load_image
+from recolorize.inference.pipeline import Recolorizer, default_weights_path
+
+HELD_OUT = ("100007.jpg", "103006.jpg", "108004.jpg", "119082.jpg")
+
+
+def test_shipped_weights_exist_and_load() -> None:
+    weights = default_weights_path()
+    assert weights.is_file(), "the package must ship its default model"
+    assert weights.stat().st_size <= 30 * 2**20
+    recolorizer = Recolorizer.from_pretrained()
+    assert recolorizer.model.config.name in ("small", "base", "paper")
+
+
+def test_shipped_model_moves_the_source_towards_the_target(shared_data: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in HELD_OUT:  # BSDS500 *test* images: never seen in training
+        source = shared_data / "bsds500" / "images" / "test" / name
+        if not source.is_file():
+            pytest.skip(f"{source} not found")
+        shutil.copy(source, photos / name)
+    pairs = make_bench(photos, tmp_path / "bench", n=len(HELD_OUT), seed=3)
+    recolorizer = Recolorizer.from_pretrained()
+    ours, identity = [], []
+    with pairs.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            source = load_image(pairs.parent / row["source"])
+            target = load_image(pairs.parent / row["target"]).rgb
+            output = recolorizer.render_array(recolorizer.prepare(source, pairs.parent / row["reference"]))
+            ours.append(delta_e2000(output, target))
+            identity.append(delta_e2000(source.rgb, target))
+    assert np.mean(ours) < 0.75 * np.mean(identity), (ours, identity)
