@@ -107,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
         recolorizer = _load(args)
         rgb = recolorizer.render_array(recolorizer.prepare(source, reference), args.strength)
         save_image(job.output, rgb, like=source, quality=args.quality, overwrite=True, source_path=job.source)
-        logger.info("wrote %s", job.output)
         return 0
 
     recolorizer = _load(args)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Regenerate the measurements behind docs/results.md with the shipped model (run after the model changes).
+#   scripts/make_results.sh [DATA_DIR] [OUT_DIR]      defaults: ../shared/data  reports/
+# Writes OUT_DIR/{bench_bsds500_test,eval_bsds500,dpst,analyses}/ and the benchmark printouts; copy the
+# tables and a few figures into docs/ (docs/results.md says which).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${1:-../shared/data}"
+OUT="${2:-reports}"
+RC=.venv/bin/recolorize
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+mkdir -p "$OUT"
+
+# ground truth from held-out photos (BSDS500 test: never used in training)
+[ -f "$OUT/bench_bsds500_test/pairs.csv" ] || \
+  $RC make-bench --images "$DATA/bsds500/images/test" --out "$OUT/bench_bsds500_test" --n 200 --seed 0
+$RC eval --pairs "$OUT/bench_bsds500_test/pairs.csv" --methods ours,reinhard,mkl,histogram,identity \
+  --out "$OUT/eval_bsds500"
+$RC dpst-report --dpst "$DATA/dpst" --out "$OUT/dpst" --methods ours,reinhard,mkl,histogram,identity
+
+# the paper's analyses on held-out BSDS500 test photos
+for analysis in table3 fig4 fig5 w0; do
+  $RC analyse "$analysis" --images "$DATA/bsds500/images/test" --out "$OUT/analyses" --n 24
+done
+
+.venv/bin/python benchmarks/bench_transfer.py | tee "$OUT/bench_transfer.txt"
+.venv/bin/python benchmarks/bench_model.py --configs paper base small | tee "$OUT/bench_model.txt"
