@@ -464,3 +464,14 @@ def test_gpu_train_script_runs_on_the_cpu(photos: Path, tmp_path: Path) -> None:
     lines = [line for line in result.stdout.splitlines() if "images/s" in line]
     assert [line.split()[0] for line in lines] == ["generator", "wencoder", "predictor"], result.stdout
     assert (tmp_path / "gpu_run" / "predictor.safetensors").is_file()
+
+
+def test_metrics_file_with_other_columns_is_kept_not_dropped(tmp_path: Path) -> None:
+    from recolorize.training.loop import MetricsLog
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,stage,old_column\n10,generator,0.5\n")
+    MetricsLog(path, enabled=True).keep_until("wencoder", 0)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("metrics.columns-")]
+    assert len(kept) == 1 and "10,generator,0.5" in kept[0].read_text()
+    assert path.read_text().startswith("step,stage,loss")

@@ -411,6 +411,7 @@ class MetricsLog:
         """Drop rows past (stage, step): rows a killed run logged after its last checkpoint, later stages."""
         if not self.enabled:
             return
+        self._set_aside_foreign_file()
         order = STAGE_ORDER.index(stage)
         kept = [
             row
@@ -425,6 +426,17 @@ class MetricsLog:
             writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
             writer.writeheader()
             writer.writerows(kept)
+
+    def _set_aside_foreign_file(self) -> None:
+        """A metrics file with other columns (an older version's) is renamed, never silently dropped."""
+        if not self.path.is_file():
+            return
+        with self.path.open(newline="") as handle:
+            header = tuple(next(csv.reader(handle), ()))
+        if header != METRIC_FIELDS:
+            kept = self.path.with_name(f"{self.path.stem}.columns-{len(header)}-{int(time.time())}.csv")
+            os.replace(self.path, kept)
+            logger.warning("metrics file %s has other columns; kept it as %s", self.path, kept.name)
 
     def reset(self) -> None:
         if self.enabled and self.path.exists():
