@@ -32,3 +32,16 @@ def tiny_model():
 
     torch.manual_seed(0)
     return RecolorModel(get_config("tiny")).eval()
+
+
+@pytest.fixture(scope="session")
+def photos(shared_data: Path) -> dict[str, Path]:
+    """DPST pair 1 (source in1.png, reference tar1.png): the web app tests' upload pair."""
+    paths = {
+        "source": shared_data / "dpst" / "input" / "in1.png",
+        "reference": shared_data / "dpst" / "style" / "tar1.png",
+    }
+    for path in paths.values():
+        if not path.is_file():
+            pytest.skip(f"DPST photo not found: {path}")
+    return paths

@@ -45,18 +45,6 @@ def server(weights):
     thread.join(10)
 
 
-@pytest.fixture(scope="module")
-def photos(shared_data) -> dict[str, Path]:
-    paths = {
-        "source": shared_data / "dpst" / "input" / "in1.png",
-        "reference": shared_data / "dpst" / "style" / "tar1.png",
-    }
-    for path in paths.values():
-        if not path.is_file():
-            pytest.skip(f"DPST photo not found: {path}")
-    return paths
-
-
 def request(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
     host, port = srv.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=60)

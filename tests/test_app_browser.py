@@ -95,18 +95,6 @@ def app_url(tmp_path_factory, sync_playwright):
         proc.kill()
 
 
-@pytest.fixture(scope="module")
-def photos(shared_data) -> dict[str, Path]:
-    paths = {
-        "source": shared_data / "dpst" / "input" / "in1.png",
-        "reference": shared_data / "dpst" / "style" / "tar1.png",
-    }
-    for path in paths.values():
-        if not path.is_file():
-            pytest.skip(f"DPST photo not found: {path}")
-    return paths
-
-
 # Mean absolute difference (0-255) between two images on the page, read back through a canvas.
 _PAGE_MAE = """([a, b]) => {
   const read = (img) => {
