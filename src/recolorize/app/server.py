@@ -61,12 +61,7 @@ from recolorize.errors import UserError
 from recolorize.inference.image_io import LoadedImage, encode_image, load_image
 from recolorize.inference.pipeline import PreparedPair, Recolorizer
 
-__all__ = [
-    "DEFAULT_CACHE_SIZE",
-    "DEFAULT_MAX_PIXELS",
-    "DEFAULT_MAX_UPLOAD_MB",
-    "DEFAULT_PORT",
-    "DEFAULT_PREVIEW_SIZE",
+__all__ = [  # the DEFAULT_* limits live in recolorize.app, which re-exports these names
     "AppConfig",
     "AppServer",
     "create_server",
