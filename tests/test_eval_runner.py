@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recolorize.cli import main
+from recolorize.cli import build_parser, main
 from recolorize.errors import UserError
 from recolorize.evaluation import metrics
+from recolorize.evaluation.baselines import BASELINES
 from recolorize.evaluation.runner import (
     METRIC_COLUMNS,
     MethodOptions,
@@ -123,6 +124,29 @@ def test_eval_without_target_only_his(bench: Path, tmp_path: Path) -> None:
     assert all(0.0 <= float(r["his"]) <= 1.0 for r in rows)
     assert len(list((out / "grids").glob("*.png"))) == 2  # pairs 0 and 2
     assert "MAE" not in (out / "summary.md").read_text()
+
+
+def test_eval_runs_hm_mkl_hm_and_it_beats_histogram_on_the_affine_bench(bench: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    code = main(
+        ["eval", "--pairs", str(bench / "pairs.csv"), "--methods", "histogram,hm-mkl-hm", "--out", str(out)]
+        + ["--grid-every", "0", "--metrics", "mae"]
+    )
+    assert code == 0
+    _, rows = _rows(out / "metrics.csv")
+    assert sorted({r["method"] for r in rows}) == ["histogram", "hm-mkl-hm"] and len(rows) == 6
+    means = mean_by_method(rows, ["mae"])
+    # per-channel matching cannot undo the channel mixing; the MKL step in the middle can
+    assert means["hm-mkl-hm"]["mae"] < 0.5 * means["histogram"]["mae"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["eval", "--pairs", "p.csv", "--out", "o"], ["dpst-report", "--dpst", "d", "--out", "o"]]
+)
+def test_default_methods_are_ours_and_every_classical_baseline(argv: list[str]) -> None:
+    methods = build_parser(only=argv[0]).parse_args(argv).methods.split(",")
+    assert sorted(methods) == sorted(["ours", *BASELINES])
+    assert "hm-mkl-hm" in methods
 
 
 def test_unknown_method_is_one_line_exit_2(

@@ -10,7 +10,7 @@ from recolorize.evaluation.runner import MethodOptions, known_methods, parse_met
 
 __all__ = ["register", "run", "command_line"]
 
-DEFAULT_METHODS = "ours,reinhard,mkl,histogram,identity"
+DEFAULT_METHODS = "ours,reinhard,mkl,histogram,hm-mkl-hm,identity"
 
 
 def command_line(name: str, args: argparse.Namespace, options: dict[str, str]) -> str:
