@@ -30,6 +30,8 @@ __all__ = [
 NUM_STYLES = 20
 
 SemanticBackbone = Literal["vgg16", "efficientnet_lite0"]
+GeneratorKind = Literal["conv", "pointwise"]
+ColourPrior = Literal["none", "mkl"]
 LatentLevels = Literal["all", "w1_only", "w3_only"]
 StyleLoss = Literal["w0", "histogram", "none"]
 
@@ -68,6 +70,13 @@ class ModelConfig:
     residual_maps: P_W predicts W = W0_S + dW instead of W (our change: training starts at the source's own
         self-reconstruction, so short runs stay sane). Off reproduces the paper.
     softmax_temperature: temperature of the softmax attention used by the "w/o hard" ablation.
+    generator: "conv" is the paper's encoder-decoder StyleGAN2 G'; "pointwise" is the per-pixel colour
+        mapping out(x) = base(x) + f(I(x); styles(x)) that learns on two CPU cores (design.md).
+    pointwise_width, pointwise_layers: hidden width and number of demodulated 1x1 layers of f.
+    colour_correspondence: P_W also warps the reference's cell colours (hard at 1/16, soft with a learned
+        temperature at 1/8) and hands the 1/8 one to the generator per pixel as a colour hint.
+    prior: classical transfer the residual is added to: "mkl" (Pitie's linear map of the pair, a global
+        3x4 affine, also fed to f as an input) or "none" (base = the source). Pointwise generator only.
     """
 
     name: str
@@ -80,12 +89,25 @@ class ModelConfig:
     residual_maps: bool = True
     softmax_temperature: float = 0.01
     ablations: Ablations = field(default_factory=Ablations)
+    generator: GeneratorKind = "conv"
+    pointwise_width: int = 32
+    pointwise_layers: int = 3
+    colour_correspondence: bool = False
+    prior: ColourPrior = "none"
 
     def __post_init__(self) -> None:
         if self.resolution % 64:
             raise ValueError(f"resolution must be divisible by 64, got {self.resolution}")
         if len(self.generator_channels) != 7:
             raise ValueError("generator_channels needs 7 entries (1/64 ... 1/1 of the resolution)")
+        if self.generator not in ("conv", "pointwise"):
+            raise ValueError(f"generator must be 'conv' or 'pointwise', got {self.generator!r}")
+        if self.prior not in ("none", "mkl"):
+            raise ValueError(f"prior must be 'none' or 'mkl', got {self.prior!r}")
+        if self.generator == "conv" and (self.prior != "none" or self.colour_correspondence):
+            raise ValueError("a colour prior and the colour correspondence need the pointwise generator")
+        if self.colour_correspondence and self.semantic_backbone != "efficientnet_lite0":
+            raise ValueError("the colour correspondence uses EfficientNet-Lite0's 1/8 features")
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Return a copy with fields changed; ``ablations`` may be given as a dict of switches."""
@@ -113,6 +135,12 @@ class StageConfig:
     l1, lpips, w0, histogram: loss weights (0 = term off). lpips_net: "alex" or "vgg".
     mask_ratio_max: upper bound of the masking curriculum (stage 3); rises linearly 0 -> max over
         ``mask_warmup_fraction`` of the stage's steps; each step draws a ratio in [0, current bound].
+    lab_l1: weight of an L1 term in scaled CIE Lab (L/100, a/100, b/100): weighs hue errors of dark and
+        saturated colours as the eye does, which RGB L1 underweights.
+    warmup_steps, cosine: linear learning-rate warm-up, then (with ``cosine``) cosine decay to 0 at the
+        stage's last step; the default is the constant rate.
+    also_train: networks trained in this stage besides the stage's own (e.g. the pointwise generator's
+        few thousand weights fine-tuned with P_W in stage 3: our change, the paper keeps G' fixed).
     """
 
     steps: int
@@ -127,6 +155,10 @@ class StageConfig:
     histogram: float = 0.0
     mask_ratio_max: float = 0.0
     mask_warmup_fraction: float = 0.8
+    lab_l1: float = 0.0
+    warmup_steps: int = 0
+    cosine: bool = False
+    also_train: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +188,7 @@ class TrainConfig:
         for name in ("generator", "wencoder", "predictor"):
             stage = dict(data[name])
             stage["betas"] = tuple(stage["betas"])
+            stage["also_train"] = tuple(stage.get("also_train", ()))
             data[name] = StageConfig(**stage)
         return cls(**data)
 
@@ -189,6 +222,32 @@ CONFIGS: dict[str, ModelConfig] = {
         semantic_backbone="efficientnet_lite0",
         predictor_width=48,
     ),
+    "pointwise": ModelConfig(
+        name="pointwise",
+        resolution=128,
+        latent_dim=64,
+        generator_channels=(64, 64, 64, 64, 48, 32, 16),  # unused by the pointwise generator
+        encoder_width=16,
+        semantic_backbone="efficientnet_lite0",
+        predictor_width=64,
+        generator="pointwise",
+        colour_correspondence=True,
+        prior="mkl",
+    ),
+    "tiny-pointwise": ModelConfig(
+        name="tiny-pointwise",
+        resolution=64,
+        latent_dim=16,
+        generator_channels=(32, 32, 32, 16, 16, 8, 8),
+        encoder_width=8,
+        semantic_backbone="efficientnet_lite0",
+        predictor_width=16,
+        generator="pointwise",
+        pointwise_width=8,
+        pointwise_layers=2,
+        colour_correspondence=True,
+        prior="mkl",
+    ),
     "tiny": ModelConfig(
         name="tiny",
         resolution=64,
@@ -217,6 +276,34 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
         predictor=StageConfig(steps=4000, batch=8, lr=5e-4, lpips=0.5, w0=1.0, mask_ratio_max=0.95),
         checkpoint_every=100,
         sample_every=500,
+    ),
+    "pointwise": TrainConfig(
+        generator=StageConfig(steps=3000, batch=16, lr=2e-3, lab_l1=0.5, warmup_steps=100, cosine=True),
+        wencoder=StageConfig(steps=1200, batch=16, lr=2e-3, lab_l1=0.5, warmup_steps=50, cosine=True),
+        predictor=StageConfig(
+            steps=20000,
+            batch=12,
+            lr=1e-3,
+            w0=0.1,
+            lab_l1=0.5,
+            mask_ratio_max=0.5,
+            warmup_steps=200,
+            cosine=True,
+            also_train=("generator",),
+        ),
+        checkpoint_every=100,
+        sample_every=1000,
+        log_every=20,
+    ),
+    "tiny-pointwise": TrainConfig(
+        generator=StageConfig(steps=40, batch=4, lr=3e-3),
+        wencoder=StageConfig(steps=30, batch=4, lr=3e-3),
+        predictor=StageConfig(
+            steps=40, batch=4, lr=3e-3, w0=0.1, lab_l1=0.5, mask_ratio_max=0.5, also_train=("generator",)
+        ),
+        checkpoint_every=20,
+        sample_every=30,
+        log_every=5,
     ),
     "tiny": TrainConfig(
         generator=StageConfig(steps=60, batch=4, lr=2e-3),

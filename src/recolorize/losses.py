@@ -14,6 +14,7 @@ from recolorize.lpips import LPIPS, lpips_distance
 
 __all__ = [
     "l1_loss",
+    "lab_l1_loss",
     "lpips_loss",
     "w0_loss",
     "colour_histogram",
@@ -24,6 +25,17 @@ __all__ = [
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error, the pixel term of every stage."""
     return (pred - target).abs().mean()
+
+
+def lab_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error in scaled CIE Lab (L/100, a/100, b/100) of the prediction clipped to [0, 1].
+
+    Why: RGB L1 barely notices a wrong hue in a dark or saturated colour (a red cup that should be blue is a
+    small RGB step at low lightness); Lab distances follow what the eye sees, like the Delta-E metrics.
+    """
+    from recolorize.networks.pointwise import lab_features
+
+    return (lab_features(pred) - lab_features(target)).abs().mean()
 
 
 def lpips_loss(pred: torch.Tensor, target: torch.Tensor, lpips_module: LPIPS) -> torch.Tensor:

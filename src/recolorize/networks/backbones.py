@@ -286,6 +286,8 @@ class EfficientNetLite0(EvalOnly):
 
     #: index of the last block at 1/16 of the input (112 channels).
     BLOCK_1_16 = 10
+    #: index of the last block at 1/8 of the input (40 channels).
+    BLOCK_1_8 = 4
 
     def __init__(self, pretrained: bool = True) -> None:
         super().__init__()
@@ -309,6 +311,15 @@ class EfficientNetLite0(EvalOnly):
         """Output of ``_blocks[10]``: (B, 112, ceil(H/16), ceil(W/16)) for a [0, 1] image."""
         _check_image(image01)
         return self._run_blocks(image01, self.BLOCK_1_16)
+
+    def features_1_8_and_1_16(self, image01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs of ``_blocks[4]`` (B, 40, H/8, W/8) and ``_blocks[10]`` (B, 112, H/16, W/16), one pass."""
+        _check_image(image01)
+        x = self._run_blocks(image01, self.BLOCK_1_8)
+        fine = x
+        for block in self._blocks[self.BLOCK_1_8 + 1 : self.BLOCK_1_16 + 1]:
+            x = block(x)
+        return fine, x
 
     def forward(self, image01: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000) of a [0, 1] image (trained at 224 x 224)."""
@@ -354,6 +365,17 @@ class SemanticBackbone(EvalOnly):
         if self.name == "vgg16":
             return self.net(image01, ("relu5_1",))[0]
         return self.net.features_1_16(image01)
+
+    def pyramid(self, image01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1/8, 1/16) features for the colour correspondence (EfficientNet-Lite0 only): (B, 40, H/8, W/8),
+        (B, 112, H/16, W/16)."""
+        _check_image(image01)
+        if self.name != "efficientnet_lite0":
+            raise ValueError("1/8 features are available for efficientnet_lite0 only")
+        h, w = image01.shape[-2:]
+        if h % 16 or w % 16:
+            raise ValueError(f"semantic backbone needs sides divisible by 16, got {h}x{w}")
+        return self.net.features_1_8_and_1_16(image01)
 
 
 def build_semantic_backbone(name: str, pretrained: bool = True) -> SemanticBackbone:

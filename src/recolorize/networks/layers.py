@@ -88,8 +88,12 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel // 2
 
     def forward(self, x: torch.Tensor, latent: Latent) -> torch.Tensor:
+        return self.modulate(x, self.affine(latent, x.shape[-2:]))
+
+    def modulate(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The convolution with a ready style m (B, Cin, 1|H, 1|W): for callers that resample styles
+        themselves (the pointwise generator upsamples them guided by the image)."""
         weight = self.weight * self.scale
-        style = self.affine(latent, x.shape[-2:])  # m: (B, Cin, 1|H, 1|W)
         out = F.conv2d(x * style, weight, padding=self.padding)  # eq. 1, then the shared convolution
         if self.demodulate:
             # sum_k w_oik^2, applied to m_i(p)^2 as a 1x1 convolution: d_o(p) for every output pixel.

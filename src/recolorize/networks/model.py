@@ -16,8 +16,10 @@ from torch import nn
 
 from recolorize.config import NUM_STYLES, ModelConfig
 from recolorize.io_utils import atomic_write
+from recolorize.networks.colour_prior import mkl_affine
 from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
+from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
 from recolorize.networks.predictor import PredictorInputs, WPredictor
 
 __all__ = ["RecolorModel", "config_path_for"]
@@ -37,7 +39,9 @@ class RecolorModel(nn.Module):
     def __init__(self, config: ModelConfig, semantic: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
-        self.generator = Generator(config)
+        self.generator: nn.Module = (
+            PointwiseGenerator(config) if config.generator == "pointwise" else Generator(config)
+        )
         self.w_encoder = WEncoder(config)
         self.map_encoder = MapEncoder(config)
         self.predictor = WPredictor(config)
@@ -77,18 +81,110 @@ class RecolorModel(nn.Module):
             + [maps[2]] * len(LAYERS_PER_LEVEL["W3"])
         )
 
+    # --- the generator and what conditions it -------------------------------------------------------------
+    def generate(
+        self,
+        image: torch.Tensor,
+        latents: torch.Tensor | list[torch.Tensor],
+        conditioning: Conditioning | None,
+        stride: int = 1,
+        phase: tuple[int, int] = (0, 0),
+    ) -> torch.Tensor:
+        """G(I, w) / G'(I, W); the conditioning (prior, hint) reaches the pointwise generator only.
+
+        stride, phase: evaluate the pointwise generator only on the pixels (phase + stride * k) of ``image``:
+        training evaluates every 2nd pixel, 4x cheaper, and compares with the target sampled alike (a
+        per-pixel mapping needs no neighbours, so the sampled output equals sampling the full one).
+        """
+        if self.config.generator != "pointwise":
+            if stride != 1:
+                raise ValueError("only the pointwise generator can be evaluated on a pixel subgrid")
+            return self.generator(image, latents)
+        if stride == 1:
+            return self.generator(image, latents, conditioning)
+        height, width = image.shape[-2:]
+        rows = torch.arange(phase[0], height, stride, device=image.device)
+        cols = torch.arange(phase[1], width, stride, device=image.device)
+        return self.generator(
+            image[:, :, phase[0] :: stride, phase[1] :: stride],
+            latents,
+            conditioning,
+            guide_low=lab_features(image),
+            rows=rows,
+            cols=cols,
+            full_size=(height, width),
+        )
+
+    def pair_conditioning(
+        self, image_in: torch.Tensor, colours_of: torch.Tensor, hint: torch.Tensor | None = None
+    ) -> Conditioning | None:
+        """Prior of a pair: the MKL map from ``image_in``'s colours to ``colours_of``'s (config.prior)."""
+        if self.config.generator != "pointwise":
+            return None
+        prior = mkl_affine(image_in, colours_of) if self.config.prior == "mkl" else None
+        return Conditioning(prior=prior, hint=hint)
+
+    def self_conditioning(self, image: torch.Tensor) -> Conditioning | None:
+        """A self-reconstruction's conditioning: identity prior, no hint (the MKL map of I onto I)."""
+        return Conditioning() if self.config.generator == "pointwise" else None
+
     # --- W-predictor (section 3.4) ------------------------------------------------------------------------
-    def predictor_inputs(self, source: torch.Tensor, reference: torch.Tensor) -> PredictorInputs:
-        """Run the frozen networks P_W reads: F_S, F_R, W0_R, w and W0_S (no gradients flow into them)."""
+    def semantic_features(self, image: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Frozen (1/8 or None, 1/16) features: the 1/8 ones only for the colour correspondence."""
+        with torch.no_grad():
+            if self.config.colour_correspondence:
+                fine, coarse = self.semantic.pyramid(image)
+                return fine, coarse
+            return None, self.semantic(image)
+
+    def predictor_inputs(
+        self,
+        source: torch.Tensor,
+        reference: torch.Tensor,
+        features: dict[str, torch.Tensor] | None = None,
+    ) -> PredictorInputs:
+        """Run the frozen networks P_W reads: F_S, F_R, W0_R, w and W0_S (no gradients flow into them).
+
+        features: precomputed frozen features ("semantic_source", "semantic_reference" and, with the colour
+        correspondence, "fine_source", "fine_reference"), as a training cache holds them.
+        """
         ablations = self.config.ablations
         with torch.no_grad():
+            if features is not None and "semantic_source" in features:
+                fine_source = features.get("fine_source")
+                fine_reference = features.get("fine_reference")
+                semantic_source = features["semantic_source"].float()
+                semantic_reference = features["semantic_reference"].float()
+                fine_source = fine_source.float() if fine_source is not None else None
+                fine_reference = fine_reference.float() if fine_reference is not None else None
+            else:
+                fine_source, semantic_source = self.semantic_features(source)
+                fine_reference, semantic_reference = self.semantic_features(reference)
             return PredictorInputs(
-                semantic_source=self.semantic(source),
-                semantic_reference=self.semantic(reference),
+                semantic_source=semantic_source,
+                semantic_reference=semantic_reference,
                 reference_maps=self.self_maps(reference) if ablations.separate_reference_encoder else None,
                 code=self.pair_code(source, reference) if ablations.use_w else None,
                 source_maps=self.self_maps(source) if self.config.residual_maps else None,
+                fine_source=fine_source,
+                fine_reference=fine_reference,
             )
+
+    def predict(
+        self,
+        source: torch.Tensor,
+        reference: torch.Tensor,
+        mask_ratio: float = 0.0,
+        generator: torch.Generator | None = None,
+        inputs: PredictorInputs | None = None,
+    ) -> tuple[list[torch.Tensor], Conditioning | None]:
+        """W = P_W(I_S, I_R) as the 20 layer inputs of G', and the generator's conditioning for the pair."""
+        if inputs is None:
+            inputs = self.predictor_inputs(source, reference)
+        maps, hint = self.predictor.forward_with_hint(
+            source, reference, inputs, mask_ratio=mask_ratio, generator=generator
+        )
+        return self.expand_predicted(maps), self.pair_conditioning(source, reference, hint)
 
     def predict_maps(
         self,
@@ -106,11 +202,12 @@ class RecolorModel(nn.Module):
 
     def recolour(self, source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """I_P = G'(I_S, P_W(I_S, I_R)) at the working resolution."""
-        return self.generator(source, self.predict_maps(source, reference))
+        maps, conditioning = self.predict(source, reference)
+        return self.generate(source, maps, conditioning)
 
     def reconstruct(self, image: torch.Tensor) -> torch.Tensor:
         """G'(I, E_W(I)): the generator's own rendering of I, the base of the full-resolution transfer."""
-        return self.generator(image, self.expand(self.self_maps(image)))
+        return self.generate(image, self.expand(self.self_maps(image)), self.self_conditioning(image))
 
     # --- weights --------------------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -15,10 +15,19 @@ Decisions where the paper is ambiguous (design.md):
 - Masked positions are excluded with -inf rather than multiplied by 0 (eq. A_C * M), so that a masked
   column can never win the argmax even where every similarity is negative.
 - With ``residual_maps`` the heads predict dW added to the source's own W0_S (our change; see config).
+
+Colour correspondence (``ModelConfig.colour_correspondence``, our addition for the pointwise generator): the
+reference's cell colours (scaled-Lab mean and spread) are warped with the same hard attention at 1/16 and,
+through a second, soft correspondence at 1/8 (EfficientNet-Lite0 1/8 features with the upsampled 1/16 ones,
+softmax with a learned temperature), at 1/8; each warp comes with its match confidence (the best cosine
+similarity) and the source's own cell colours. ASPP-1 reads the 1/16 set, ASPP-2 the 1/8 set, and the 1/8
+warped colour and confidence go to the generator per pixel as the colour hint. Masking hides the same
+reference positions from both correspondences.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +36,7 @@ from torch import nn
 
 from recolorize.config import ModelConfig
 from recolorize.networks.aspp import ASPP, PlainConvBlock
+from recolorize.networks.pointwise import lab_features
 from recolorize.networks.resnet import ResNet18, normalise_image
 
 __all__ = ["WPredictor", "PredictorInputs", "cosine_attention", "random_column_mask", "warp_by_attention"]
@@ -40,6 +50,7 @@ class PredictorInputs:
     reference_maps: W0_R = E_W(I_R) (B, C, h, w), or None for the "shared E_C" ablation.
     code: w = E_w(I_S, I_R) (B, C), or None for the "w/o w" ablation.
     source_maps: W0_S = E_W(I_S) (B, C, h, w), the base of residual prediction (None when off).
+    fine_source, fine_reference: 1/8 semantic features for the colour correspondence (None when off).
     """
 
     semantic_source: torch.Tensor
@@ -47,6 +58,21 @@ class PredictorInputs:
     reference_maps: torch.Tensor | None
     code: torch.Tensor | None
     source_maps: torch.Tensor | None
+    fine_source: torch.Tensor | None = None
+    fine_reference: torch.Tensor | None = None
+
+
+#: Channels of one set of colour-correspondence inputs: warped Lab mean + spread (6), confidence (1), the
+#: source cell's own Lab mean + spread (6).
+COLOUR_INPUTS = 13
+
+
+def cell_colour_stats(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Scaled-Lab mean and standard deviation of each cell of a ``size`` grid: (B, 6, *size)."""
+    lab = lab_features(image)
+    mean = F.adaptive_avg_pool2d(lab, size)
+    second = F.adaptive_avg_pool2d(lab * lab, size)
+    return torch.cat([mean, (second - mean * mean).clamp_min(0.0).add(1e-6).sqrt()], dim=1)
 
 
 def cosine_attention(source_features: torch.Tensor, reference_features: torch.Tensor) -> torch.Tensor:
@@ -100,9 +126,13 @@ class WPredictor(nn.Module):
             self.reference_projection = nn.Conv2d(ch3, c, 1)  # "shared E_C": E_C^S(I_R) stands in for W0_R
         block = ASPP if ablations.aspp else PlainConvBlock
         w_dim = c
-        self.block1 = block(c + ch3 + 1, width, w_dim, ablations.use_w)
+        extra = COLOUR_INPUTS if config.colour_correspondence else 0
+        if config.colour_correspondence:
+            # temperature of the 1/8 soft correspondence, learned (log-parametrised), starting at 0.05
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.block1 = block(c + ch3 + 1 + extra, width, w_dim, ablations.use_w)
         if ablations.latent_levels != "w1_only":
-            self.block2 = block(width + ch2, width, w_dim, ablations.use_w)
+            self.block2 = block(width + ch2 + extra, width, w_dim, ablations.use_w)
             self.block3 = block(width + ch1, width, w_dim, ablations.use_w)
         levels = {"all": ("W1", "W2", "W3"), "w1_only": ("W1",), "w3_only": ("W3",)}[ablations.latent_levels]
         self.heads = nn.ModuleDict({level: nn.Conv2d(width, c, 1) for level in levels})
@@ -121,6 +151,49 @@ class WPredictor(nn.Module):
         generator: torch.Generator | None = None,
     ) -> list[torch.Tensor]:
         """Predict the latent maps; ``mask_ratio`` acts only in training mode (section 3.4.2)."""
+        return self.forward_with_hint(source, reference, inputs, mask_ratio, generator)[0]
+
+    def _fine_correspondence(
+        self,
+        source: torch.Tensor,
+        reference: torch.Tensor,
+        inputs: PredictorInputs,
+        keep: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft 1/8 correspondence: (ASPP-2 colour inputs (B, 13, h8, w8), generator hint (B, 4, h8, w8))."""
+        if inputs.fine_source is None or inputs.fine_reference is None:
+            raise ValueError("the colour correspondence needs the 1/8 semantic features")
+
+        def descriptor(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+            up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            return torch.cat([F.normalize(fine, dim=1), F.normalize(up, dim=1)], dim=1)
+
+        fs = descriptor(inputs.fine_source, inputs.semantic_source)
+        fr = descriptor(inputs.fine_reference, inputs.semantic_reference)
+        size = tuple(fs.shape[-2:])
+        attention = cosine_attention(fs, fr)  # (B, N_S8, N_R8)
+        logits = attention / self.log_temperature.exp().clamp_min(1e-3)
+        if keep is not None:  # the 1/16 keep-mask of the reference, carried to the 1/8 grid
+            coarse = keep.view(keep.shape[0], 1, *inputs.semantic_reference.shape[-2:]).float()
+            fine_keep = F.interpolate(coarse, size=fr.shape[-2:], mode="nearest").flatten(1) > 0.5
+            # masked after the division: -inf / T would give the temperature a NaN gradient
+            attention = attention.masked_fill(~fine_keep[:, None, :], float("-inf"))
+            logits = logits.masked_fill(~fine_keep[:, None, :], float("-inf"))
+        confidence = attention.max(dim=2).values.view(-1, 1, *size)
+        reference_stats = cell_colour_stats(reference, tuple(fr.shape[-2:]))
+        warped = warp_by_attention(logits, reference_stats, size, hard=False, temperature=1.0)
+        own = cell_colour_stats(source, size)
+        return torch.cat([warped, confidence, own], dim=1), torch.cat([warped[:, :3], confidence], dim=1)
+
+    def forward_with_hint(
+        self,
+        source: torch.Tensor,
+        reference: torch.Tensor,
+        inputs: PredictorInputs,
+        mask_ratio: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The latent maps and, with the colour correspondence, the generator's colour hint (else None)."""
         ablations = self.config.ablations
         c_s1, c_s2, c_s3 = self.source_encoder(normalise_image(source))
         if ablations.separate_reference_encoder:
@@ -140,6 +213,7 @@ class WPredictor(nn.Module):
             )
         attention = cosine_attention(semantic_source, semantic_reference)  # A_C, eq. 4
         masked_away = torch.zeros(source.shape[0], 1, *size, device=source.device, dtype=source.dtype)
+        keep = None
         if self.training and ablations.masking and mask_ratio > 0:
             keep = random_column_mask(
                 attention.shape[0], attention.shape[2], mask_ratio, generator, source.device
@@ -150,11 +224,21 @@ class WPredictor(nn.Module):
         warped = warp_by_attention(
             attention, reference_maps, tuple(size), ablations.hard_attention, self.config.softmax_temperature
         )
+        coarse_colour: list[torch.Tensor] = []
+        fine_colour: list[torch.Tensor] = []
+        hint = None
+        if self.config.colour_correspondence:
+            reference_stats = cell_colour_stats(reference, tuple(semantic_reference.shape[-2:]))
+            warped_stats = warp_by_attention(attention, reference_stats, tuple(size), True, 1.0)
+            confidence = attention.max(dim=2).values.view(-1, 1, *size)
+            coarse_colour = [warped_stats, confidence, cell_colour_stats(source, tuple(size))]
+            fine, hint = self._fine_correspondence(source, reference, inputs, keep)
+            fine_colour = [F.interpolate(fine, size=c_s2.shape[-2:], mode="bilinear", align_corners=False)]
         code = inputs.code if ablations.use_w else None
-        features = {"W1": self.block1(torch.cat([warped, c_s3, masked_away], dim=1), code)}
+        features = {"W1": self.block1(torch.cat([warped, c_s3, masked_away, *coarse_colour], dim=1), code)}
         if ablations.latent_levels != "w1_only":
             up = F.interpolate(features["W1"], size=c_s2.shape[-2:], mode="bilinear", align_corners=False)
-            features["W2"] = self.block2(torch.cat([up, c_s2], dim=1), code)
+            features["W2"] = self.block2(torch.cat([up, c_s2, *fine_colour], dim=1), code)
             up = F.interpolate(features["W2"], size=c_s1.shape[-2:], mode="bilinear", align_corners=False)
             features["W3"] = self.block3(torch.cat([up, c_s1], dim=1), code)
         maps = [head(features[level]) for level, head in self.heads.items()]
@@ -165,4 +249,4 @@ class WPredictor(nn.Module):
                 m + F.interpolate(inputs.source_maps, size=m.shape[-2:], mode="bilinear", align_corners=False)
                 for m in maps
             ]
-        return maps
+        return maps, hint
