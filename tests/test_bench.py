@@ -107,7 +107,8 @@ def test_cli_make_bench_and_augment_grid(three_photos: Path, tmp_path: Path):
         == 0
     )
     with Image.open(grid) as im:
-        assert im.width == 5 * 48 + 4 * 4 and im.height > 2 * 48
+        columns = 6  # original, global, local, global + local, region edit, reference
+        assert im.width == columns * 48 + (columns - 1) * 4 and im.height > 2 * 48
 
 
 def test_cli_reports_an_empty_folder_as_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval",
     "dpst_report",
     "analyse",
+    "build_cache",
     "train",
     "export",
     "app",

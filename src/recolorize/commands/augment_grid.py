@@ -1,7 +1,8 @@
 """``recolorize augment-grid``: a contact sheet of the training augmentations, for a person to judge.
 
-One row per photo: original | global grade | local grades | both (the target) | reference (the target
-re-framed by the geometric alteration).
+One row per photo: original | global grade | local grades | both (a grade target) | region edit (a strong
+local re-colouring: hue rotation, recolouring or desaturation of 1-3 regions, ``data/region_edits.py``) |
+reference (the region-edit target re-framed by the geometric alteration).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from recolorize.data.augment import ColourAugmenter
 from recolorize.data.folders import discover_photos
 from recolorize.data.geometry import alter_geometry
 from recolorize.data.pairs import load_crop
+from recolorize.data.region_edits import edit_regions
 from recolorize.errors import UserError
 from recolorize.io_utils import atomic_write
 
@@ -24,7 +26,7 @@ __all__ = ["register", "run", "build_grid", "COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
-COLUMNS: tuple[str, ...] = ("original", "global", "local", "global + local", "reference")
+COLUMNS: tuple[str, ...] = ("original", "global", "local", "global + local", "region edit", "reference")
 _GAP = 4
 _HEADER = 18
 
@@ -50,12 +52,14 @@ def build_grid(
         rng = np.random.default_rng([seed, r])
         image, regions = load_crop(photos[index], size, rng, crop_scale=(0.8, 1.0), flip_probability=0.0)
         target = augmenter(image, regions, rng)
+        edited = edit_regions(image, regions, rng)
         cells = (
             image,
             augmenter.apply_global(image, rng),
             augmenter.apply_local(image, regions, rng),
             target,
-            alter_geometry(target, rng),
+            edited,
+            alter_geometry(edited, rng),
         )
         for c, cell in enumerate(cells):
             sheet.paste(_to_pil(cell), (c * (size + _GAP), _HEADER + r * (size + _GAP)))
@@ -76,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "augment-grid",
         help="write a grid of colour/geometry augmentations to look at",
-        description="Write a PNG grid (original | global | local | global + local | reference) of the "
-        "training augmentations applied to photos from the given folders.",
+        description="Write a PNG grid (original | global | local | global + local | region edit | "
+        "reference) of the training augmentations applied to photos from the given folders.",
     )
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR", help="photo folders")
     parser.add_argument("--out", required=True, metavar="PNG", help="where to write the grid")
