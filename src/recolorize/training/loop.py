@@ -51,6 +51,7 @@ from recolorize.config import (
     TrainConfig,
     save_json,
 )
+from recolorize.data.cache import TrainingCache, is_cache
 from recolorize.data.folders import Photo, discover_photos
 from recolorize.errors import UserError
 from recolorize.io_utils import atomic_write
@@ -287,9 +288,17 @@ class StageNetwork(nn.Module):
     DDP neither syncs nor broadcasts them. Returns the stage outputs and the unweighted loss terms.
     """
 
-    def __init__(self, model: RecolorModel, stage: Stage, weights: dict[str, float], lpips: LPIPS | None):
+    def __init__(
+        self,
+        model: RecolorModel,
+        stage: Stage,
+        weights: dict[str, float],
+        lpips: LPIPS | None,
+        trainable: Sequence[str] | None = None,
+    ):
         super().__init__()
-        self.trainable = nn.ModuleDict({name: getattr(model, name) for name in stage.trainable})
+        names = stage.trainable if trainable is None else trainable
+        self.trainable = nn.ModuleDict({name: getattr(model, name) for name in names})
         self._context = (model, stage, tuple(weights), lpips)  # a tuple: not registered as children
 
     def forward(
@@ -308,6 +317,21 @@ class StageNetwork(nn.Module):
         model, _, names, lpips = self._context
         unchanged = dataclasses.replace(outputs, prediction=outputs.unchanged)
         return sum(weights[n] * LOSS_TERMS[n](unchanged, model, lpips).float() for n in names)
+
+
+#: RecolorModel attributes that a stage may train.
+_NETWORKS = ("generator", "w_encoder", "map_encoder", "predictor")
+
+
+def learning_rate(step: int, config: StageConfig) -> float:
+    """Adam's rate at ``step`` (0-based): linear warm-up over ``warmup_steps``, then constant or cosine."""
+    rate = config.lr
+    if config.warmup_steps > 0:
+        rate *= min(1.0, (step + 1) / config.warmup_steps)
+    if config.cosine and config.steps > config.warmup_steps:
+        progress = max(0.0, (step - config.warmup_steps) / (config.steps - config.warmup_steps))
+        rate *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return rate
 
 
 def _freeze_all_but(model: RecolorModel, trainable: Sequence[str]) -> list[nn.Parameter]:
@@ -523,6 +547,7 @@ class _Run:
     model_config: ModelConfig
     train_config: TrainConfig
     photos: list[Photo]
+    cache: TrainingCache | None
     dist: Distributed
     workers: int
     rank_digests: bool
@@ -540,19 +565,29 @@ class _StageRunner:
         if config.batch % world:
             raise UserError(f"stage {stage.name}: batch {config.batch} does not split over {world} processes")
         self.batch = config.batch // world
-        if len(run.photos) // world < self.batch:
+        if run.cache is not None:
+            if stage.cached_dataset is None:
+                raise UserError(f"stage {stage.name} cannot train from a cache")
+            dataset = stage.cached_dataset(run.cache, run.train_config.seed)
+        else:
+            dataset = stage.dataset(run.photos, run.model_config.resolution, run.train_config.seed)
+        if len(dataset) // world < self.batch:
             raise UserError(
                 f"stage {stage.name} needs at least {config.batch} photos for a batch of {config.batch}, "
-                f"found {len(run.photos)}"
+                f"found {len(dataset)}"
             )
+        unknown = [name for name in config.also_train if name not in _NETWORKS]
+        if unknown:
+            raise UserError(f"stage {stage.name}: also_train names unknown networks {unknown}")
+        self.trainable = tuple(dict.fromkeys(stage.trainable + tuple(config.also_train)))
         try:
             self.weights = loss_weights(stage, config)
         except ValueError as error:
             raise UserError(str(error)) from error
         self.cuda = device.type == "cuda"
-        self.params = _freeze_all_but(run.model, stage.trainable)
+        self.params = _freeze_all_but(run.model, self.trainable)
         lpips = get_lpips(config.lpips_net).to(device) if "lpips" in self.weights else None  # type: ignore[arg-type]
-        self.stage_network = StageNetwork(run.model, stage, self.weights, lpips)
+        self.stage_network = StageNetwork(run.model, stage, self.weights, lpips, self.trainable)
         self.network: nn.Module = self.stage_network
         if world > 1:  # DDP sees exactly the trainable networks
             self.network = DistributedDataParallel(
@@ -560,12 +595,11 @@ class _StageRunner:
             )
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, betas=config.betas)
         decay = run.train_config.ema_decay
-        self.ema = _EMA(run.model, stage.trainable, decay) if decay > 0 else None
+        self.ema = _EMA(run.model, self.trainable, decay) if decay > 0 else None
         self.mask_generator = torch.Generator(device=device)
         self.mask_generator.manual_seed(_mask_seed(run.train_config.seed, dist_.rank, stage.name))
         if resume is not None:
             self._restore(resume)
-        dataset = stage.dataset(run.photos, run.model_config.resolution, run.train_config.seed)
         sampler = DistributedSampler(
             dataset,
             num_replicas=world,
@@ -632,6 +666,8 @@ class _StageRunner:
                 "stage %s step %d: loss %s is not finite, step skipped", self.stage.name, step + 1, values
             )
             return outputs, values[0], step_terms, None, ratio
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
@@ -713,7 +749,7 @@ class _StageRunner:
             self.config.batch,
             self.batch,
             run.dist.world_size,
-            len(run.photos),
+            len(run.photos) if run.cache is None else len(run.cache),
             ", ".join(f"{w:g} {n}" for n, w in self.weights.items()),
         )
         bar = tqdm(
@@ -859,10 +895,26 @@ def _train(request: TrainRequest, distributed: Distributed) -> list[StageSummary
         )
     if not distributed.is_main:  # one copy of every message: rank 0 speaks for all
         logging.getLogger("recolorize").setLevel(logging.ERROR)
-    photos = discover_photos(request.data, exclude=request.exclude)
     checkpoint = load_checkpoint(checkpoint_path) if request.resume else None
     init_model = _load_init(request.init) if request.init is not None and checkpoint is None else None
     model_config = _resolve_model_config(request, checkpoint, init_model.config if init_model else None)
+    caches = [folder for folder in request.data if is_cache(folder)]
+    cache = None
+    photos: list[Photo] = []
+    if caches:
+        if len(request.data) != 1:
+            raise UserError("train from one training cache or from photo folders, not both")
+        try:
+            cache = TrainingCache(caches[0])
+        except ValueError as error:
+            raise UserError(str(error)) from error
+        if cache.settings.resolution != model_config.resolution:
+            raise UserError(
+                f"the cache {caches[0]} holds {cache.settings.resolution} px crops, config "
+                f"{model_config.name} works at {model_config.resolution} px"
+            )
+    else:
+        photos = discover_photos(request.data, exclude=request.exclude)
     base = checkpoint.train_config if checkpoint else default_train_config(model_config)
     train_config = apply_overrides(base, request.overrides)
     start_index, start_step = _start_point(request, checkpoint, train_config)
@@ -927,6 +979,7 @@ def _train(request: TrainRequest, distributed: Distributed) -> list[StageSummary
         model_config,
         train_config,
         photos,
+        cache,
         distributed,
         workers,
         request.rank_digests,

@@ -28,9 +28,10 @@ import torch
 from torch.utils.data import Dataset
 
 from recolorize.config import StageConfig
+from recolorize.data.cache import CachedColourPairs, CachedImages, CachedTriples, TrainingCache
 from recolorize.data.folders import Photo
 from recolorize.data.pairs import ColourPairDataset, ImageDataset, TriplePairDataset
-from recolorize.losses import histogram_loss, l1_loss, lpips_loss, w0_loss
+from recolorize.losses import histogram_loss, l1_loss, lab_l1_loss, lpips_loss, w0_loss
 from recolorize.lpips import LPIPS
 from recolorize.networks.model import RecolorModel
 
@@ -82,6 +83,10 @@ def _l1(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> torch.Te
     return l1_loss(out.prediction, out.target)
 
 
+def _lab_l1(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> torch.Tensor:
+    return lab_l1_loss(out.prediction, out.target)
+
+
 def _lpips(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> torch.Tensor:
     if lpips is None:
         raise ValueError("the lpips term needs an LPIPS module")
@@ -101,7 +106,56 @@ def _histogram(out: StageOutputs, model: RecolorModel, lpips: LPIPS | None) -> t
 
 
 #: Loss term name -> function; each is weighted by the :class:`StageConfig` field of the same name.
-LOSS_TERMS: dict[str, LossFn] = {"l1": _l1, "lpips": _lpips, "w0": _w0, "histogram": _histogram}
+LOSS_TERMS: dict[str, LossFn] = {
+    "l1": _l1,
+    "lab_l1": _lab_l1,
+    "lpips": _lpips,
+    "w0": _w0,
+    "histogram": _histogram,
+}
+
+#: Pixel stride at which the stages evaluate the pointwise generator (every 2nd pixel: 4x cheaper).
+PIXEL_STRIDE = 2
+
+
+def _pixel_grid(model: RecolorModel, generator: torch.Generator | None) -> tuple[int, tuple[int, int]]:
+    """Stride and a random phase for this step (stride 1 for the conv generator, which needs neighbours)."""
+    if model.config.generator != "pointwise":
+        return 1, (0, 0)
+    phase = torch.randint(
+        0, PIXEL_STRIDE, (2,), generator=generator, device=generator.device if generator else None
+    )
+    return PIXEL_STRIDE, (int(phase[0]), int(phase[1]))
+
+
+def _sample(image: torch.Tensor, stride: int, phase: tuple[int, int]) -> torch.Tensor:
+    return image[:, :, phase[0] :: stride, phase[1] :: stride] if stride > 1 else image
+
+
+#: Chance that a stage-1 item carries no colour hint (the pointwise generator must work without one).
+NO_HINT_FRACTION = 0.5
+
+
+def target_hint(
+    model: RecolorModel, target: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor | None:
+    """Stage 1's stand-in for P_W's colour hint: the target's own 1/8 cell colours with a random confidence.
+
+    At stage 3 the hint is the reference's colour warped by the soft correspondence, with the best cosine
+    similarity as confidence; here the target's cell means (what a perfect match would give) with a
+    confidence drawn from [0.3, 1] per image, and no hint at all for a share :data:`NO_HINT_FRACTION`, so the
+    generator learns to use a hint without depending on it. None when the config has no colour hint.
+    """
+    if not model.config.colour_correspondence:
+        return None
+    from recolorize.networks.predictor import cell_colour_stats
+
+    batch, _, height, width = target.shape
+    means = cell_colour_stats(target, (height // 8, width // 8))[:, :3]
+    draws = torch.rand(batch, 2, generator=generator, device=target.device)
+    confidence = (0.3 + 0.7 * draws[:, :1]) * (draws[:, 1:] >= NO_HINT_FRACTION)
+    confidence = confidence[:, :, None, None].expand(-1, 1, *means.shape[-2:])
+    return torch.cat([means * (confidence > 0), confidence], dim=1)
 
 
 class IdentityMixPairs(ColourPairDataset):
@@ -124,7 +178,10 @@ def _generator_forward(
     """Stage 1: I_G = G(I_in, E_w(I_in, I_out)) (identity pairs included, see :class:`IdentityMixPairs`)."""
     image_in, image_out = batch["input"], batch["output"]
     code = model.pair_code(image_in, image_out)  # w = E_w(I_in, I_out)
-    generated = model.generator(image_in, code).float()  # I_G
+    conditioning = model.pair_conditioning(image_in, image_out, target_hint(model, image_out, generator))
+    stride, phase = _pixel_grid(model, generator)
+    generated = model.generate(image_in, code, conditioning, stride, phase).float()  # I_G
+    image_in, image_out = _sample(image_in, stride, phase), _sample(image_out, stride, phase)
     return StageOutputs(
         prediction=generated,
         target=image_out,
@@ -138,7 +195,10 @@ def _wencoder_forward(
 ) -> StageOutputs:
     """Stage 2: G'(I, expand(E_W(I))) should give back I."""
     image = batch["image"]
-    reconstruction = model.generator(image, model.expand(model.self_maps(image))).float()
+    stride, phase = _pixel_grid(model, generator)
+    latents = model.expand(model.self_maps(image))
+    reconstruction = model.generate(image, latents, model.self_conditioning(image), stride, phase).float()
+    image = _sample(image, stride, phase)
     return StageOutputs(
         prediction=reconstruction, target=image, images={"image": image, "reconstruction": reconstruction}
     )
@@ -149,8 +209,11 @@ def _predictor_forward(
 ) -> StageOutputs:
     """Stage 3: I_P = G'(I_S, P_W(I_S, I_R)) with masking ratio ``mask_ratio`` drawn from ``generator``."""
     source, reference, target = batch["source"], batch["reference"], batch["target"]
-    maps = model.predict_maps(source, reference, mask_ratio=mask_ratio, generator=generator)  # W = P_W
-    prediction = model.generator(source, maps).float()  # I_P
+    inputs = model.predictor_inputs(source, reference, features=batch)  # cached frozen features if present
+    maps, conditioning = model.predict(source, reference, mask_ratio, generator, inputs)  # W = P_W
+    stride, phase = _pixel_grid(model, generator)
+    prediction = model.generate(source, maps, conditioning, stride, phase).float()  # I_P
+    source, reference, target = (_sample(x, stride, phase) for x in (source, reference, target))
     return StageOutputs(
         prediction=prediction,
         target=target,
@@ -176,6 +239,7 @@ class Stage:
     forward: (model, batch, mask_ratio, mask_generator) -> :class:`StageOutputs`.
     terms: loss terms this stage may use (names of :data:`LOSS_TERMS`); weights come from StageConfig.
     masking: whether the stage draws a masking ratio each step (the curriculum of section 4.1.2).
+    cached_dataset: (training cache, seed) -> the stage's dataset when training reads a cache (data/cache.py).
     """
 
     name: str
@@ -184,6 +248,7 @@ class Stage:
     forward: StageForward
     terms: tuple[str, ...]
     masking: bool = False
+    cached_dataset: Callable[[TrainingCache, int], Dataset] | None = None
 
 
 STAGES: dict[str, Stage] = {
@@ -192,22 +257,25 @@ STAGES: dict[str, Stage] = {
         trainable=("generator", "w_encoder"),
         dataset=lambda photos, resolution, seed: IdentityMixPairs(photos, resolution, seed=seed),
         forward=_generator_forward,
-        terms=("l1", "lpips"),
+        terms=("l1", "lab_l1", "lpips"),
+        cached_dataset=lambda cache, seed: CachedColourPairs(cache, seed, IDENTITY_FRACTION),
     ),
     "wencoder": Stage(
         name="wencoder",
         trainable=("map_encoder",),
         dataset=lambda photos, resolution, seed: ImageDataset(photos, resolution, seed=seed),
         forward=_wencoder_forward,
-        terms=("l1", "lpips"),
+        terms=("l1", "lab_l1", "lpips"),
+        cached_dataset=lambda cache, seed: CachedImages(cache, seed),
     ),
     "predictor": Stage(
         name="predictor",
         trainable=("predictor",),
         dataset=lambda photos, resolution, seed: TriplePairDataset(photos, resolution, seed=seed),
         forward=_predictor_forward,
-        terms=("l1", "lpips", "w0", "histogram"),
+        terms=("l1", "lab_l1", "lpips", "w0", "histogram"),
         masking=True,
+        cached_dataset=lambda cache, seed: CachedTriples(cache, seed),
     ),
 }
 
