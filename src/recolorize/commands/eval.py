@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from recolorize.evaluation.runner import MethodOptions, known_methods, parse_met
 
 __all__ = ["register", "run", "command_line"]
 
-DEFAULT_METHODS = "ours,reinhard,mkl,histogram,hm-mkl-hm,identity"
+#: hm-mkl-hm (optional package color-matcher, GPL-3.0) is in the default list where it is installed.
+DEFAULT_METHODS = "ours,reinhard,mkl,histogram,{}identity".format(
+    "hm-mkl-hm," if importlib.util.find_spec("color_matcher") is not None else ""
+)
 
 
 def command_line(name: str, args: argparse.Namespace, options: dict[str, str]) -> str:
@@ -26,7 +30,12 @@ def command_line(name: str, args: argparse.Namespace, options: dict[str, str]) -
 
 def run(args: argparse.Namespace) -> int:
     read_pairs(args.pairs, args.limit)  # check the CSV and its images before loading any model
-    options = MethodOptions(weights=args.weights, device=args.device, strength=args.strength)
+    options = MethodOptions(
+        weights=args.weights,
+        device=args.device,
+        strength=args.strength,
+        full_resolution=args.full_resolution,
+    )
     methods = parse_methods(args.methods, options)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     flags = {
@@ -41,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics": "--metrics",
         "strength": "--strength",
         "device": "--device",
+        "full_resolution": "--full-resolution",
     }
     run_eval(
         args.pairs,
@@ -83,5 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-grids", type=int, default=16, metavar="M", help="at most M grids, default 16")
     parser.add_argument("--metrics", help="comma-separated metrics, default all")
     parser.add_argument("--strength", type=float, default=1.0, help="strength alpha of 'ours', default 1")
+    parser.add_argument(
+        "--full-resolution",
+        choices=["affine", "direct"],
+        help="how 'ours' reaches the photo's size: the local affine fit, or the pointwise generator on every "
+        "pixel (default: the model's)",
+    )
     parser.add_argument("--device", default="cpu", help="device of 'ours': cpu or cuda")
     parser.set_defaults(func=run)

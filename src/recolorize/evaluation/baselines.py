@@ -176,7 +176,13 @@ def hm_mkl_hm(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
     source: (H, W, 3) float in [0, 1]. reference: (h, w, 3) float in [0, 1]. Returns (H, W, 3) float32;
     the final histogram matching keeps every value inside the reference's range.
     """
-    from color_matcher import ColorMatcher  # lazy: keeps the CLI start-up free of the package's imports
+    try:  # lazy: keeps the CLI start-up free of the package's imports; optional: it is GPL-3.0
+        from color_matcher import ColorMatcher
+    except ImportError as error:
+        raise UserError(
+            "the hm-mkl-hm baseline needs the optional package color-matcher (GPL-3.0): "
+            "pip install 'recolorize[compare]'"
+        ) from error
 
     src = _as_image(source, "source")
     ref = _as_image(reference, "reference")

@@ -19,6 +19,7 @@ Output folder::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -231,11 +232,13 @@ class Method:
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """What model-based methods need: weights (None = the shipped model), device and strength alpha."""
+    """What model-based methods need: weights (None = the shipped model), device, strength alpha and the
+    full-resolution path ("affine" or "direct"; None = the model's default)."""
 
     weights: Path | None = None
     device: str = "cpu"
     strength: float = 1.0
+    full_resolution: str | None = None
 
 
 def _baseline(name: str, options: MethodOptions) -> Method:
@@ -246,7 +249,12 @@ def _ours(name: str, options: MethodOptions) -> Method:
     """The trained model: I_P = Recolorizer(weights).transfer(I_S, I_R) at the source's resolution."""
     from recolorize.inference.pipeline import Recolorizer  # lazy: loading torch networks is slow
 
-    recolorizer = Recolorizer.from_pretrained(options.weights, device=options.device)
+    try:
+        recolorizer = Recolorizer.from_pretrained(
+            options.weights, device=options.device, full_resolution=options.full_resolution
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from error
     strength = options.strength
 
     def run(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -293,7 +301,7 @@ def parse_methods(spec: str | Sequence[str], options: MethodOptions | None = Non
             weights = Path(value.strip())
             if not weights.is_file():
                 raise UserError(f"method {item!r}: weights file {weights} does not exist")
-            plan.append((key, weights.stem, MethodOptions(weights, options.device, options.strength)))
+            plan.append((key, weights.stem, dataclasses.replace(options, weights=weights)))
         else:
             plan.append((key, key, options))
     names = [name for _, name, _ in plan]

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,16 +33,36 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from recolorize.config import ModelConfig
 from recolorize.errors import UserError
 from recolorize.inference.fullres import full_resolution_transfer, resize_for_network
 from recolorize.inference.image_io import LoadedImage, load_image, to_pil
 from recolorize.networks.model import RecolorModel
+from recolorize.networks.pointwise import Conditioning, lab_features
 
-__all__ = ["Recolorizer", "PreparedPair", "default_weights_path", "ImageInput"]
+__all__ = [
+    "Recolorizer",
+    "PreparedPair",
+    "default_weights_path",
+    "ImageInput",
+    "DIRECT_BAND_PIXELS",
+    "default_full_resolution",
+]
+
+#: Full-resolution pixels per band of the direct rendering: ~100 styles x 4 bytes x 9 taps stay ~100 MB.
+DIRECT_BAND_PIXELS = 1 << 16
+#: Largest size at which the direct rendering evaluates the generator on every pixel (~1 s on one core);
+#: larger photos are rendered at this size and carried up by the local affine transform.
+DIRECT_MAX_PIXELS = 1 << 19
 
 logger = logging.getLogger(__name__)
 
 ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
+
+
+def default_full_resolution(config: ModelConfig) -> str:
+    """The full-resolution path a model uses unless told otherwise (docs/results.md measures both)."""
+    return "direct" if config.generator == "pointwise" else "affine"
 
 
 def default_weights_path() -> Path:
@@ -66,22 +87,39 @@ class PreparedPair:
     self_maps: torch.Tensor
     predicted_maps: list[torch.Tensor]
     before_low: torch.Tensor
+    conditioning: Conditioning | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
 class Recolorizer:
     """Re-colour photos after a reference with a trained RecolorModel."""
 
-    def __init__(self, model: RecolorModel, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: RecolorModel, device: str | torch.device = "cpu", full_resolution: str = "affine"
+    ) -> None:
+        """full_resolution: how the working-resolution result reaches the photo's own size: "affine" (the
+        local affine colour transform fitted to G's output, any generator) or "direct" (the pointwise
+        generator evaluated on every full-resolution pixel)."""
+        if full_resolution not in ("affine", "direct"):
+            raise ValueError(f"full_resolution must be 'affine' or 'direct', got {full_resolution!r}")
+        if full_resolution == "direct" and model.config.generator != "pointwise":
+            raise ValueError("direct full-resolution rendering needs the pointwise generator")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.resolution = model.config.resolution
+        self.full_resolution = full_resolution
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        full_resolution: str | None = None,
     ) -> Recolorizer:
-        """Load weights (``.safetensors`` with its ``.json`` config beside it); None = the shipped model."""
+        """Load weights (``.safetensors`` with its ``.json`` config beside it); None = the shipped model.
+
+        full_resolution: "affine" or "direct" (see ``__init__``); None picks the model's default.
+        """
         weights = Path(path) if path is not None else default_weights_path()
         if weights.is_dir():
             weights = weights / "model.safetensors"
@@ -93,7 +131,9 @@ class Recolorizer:
             model = RecolorModel.load(weights, device=device)
         except (ValueError, OSError, RuntimeError) as error:
             raise UserError(f"cannot load model weights {weights}: {error}") from error
-        return cls(model, device)
+        if full_resolution is None:
+            full_resolution = default_full_resolution(model.config)
+        return cls(model, device, full_resolution)
 
     # --- steps ----------------------------------------------------------------------------------------
     def _to_low(self, image: LoadedImage) -> torch.Tensor:
@@ -111,8 +151,10 @@ class Recolorizer:
         reference_low = self._to_low(reference_image)
         inputs = self.model.predictor_inputs(source_low, reference_low)
         self_maps = inputs.source_maps if inputs.source_maps is not None else self.model.self_maps(source_low)
-        predicted = self.model.predict_maps(source_low, reference_low, inputs=inputs)
-        before_low = self.model.generator(source_low, self.model.expand(self_maps)).clamp(0, 1)
+        predicted, conditioning = self.model.predict(source_low, reference_low, inputs=inputs)
+        before_low = self.model.generate(
+            source_low, self.model.expand(self_maps), self.model.self_conditioning(source_low)
+        ).clamp(0, 1)
         done = time.perf_counter()
         return PreparedPair(
             source=source_image,
@@ -120,6 +162,7 @@ class Recolorizer:
             self_maps=self_maps,
             predicted_maps=predicted,
             before_low=before_low,
+            conditioning=conditioning,
             timings={"load": loaded - start, "predict": done - loaded},
         )
 
@@ -136,14 +179,50 @@ class Recolorizer:
             after_low = prepared.before_low
         else:
             maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
-            after_low = self.model.generator(prepared.source_low, maps).clamp(0, 1)
+            conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
+            after_low = self.model.generate(prepared.source_low, maps, conditioning).clamp(0, 1)
         generated = time.perf_counter()
         source_full = torch.from_numpy(np.ascontiguousarray(prepared.source.rgb)).permute(2, 0, 1)[None]
-        out = full_resolution_transfer(source_full, prepared.before_low.cpu(), after_low.cpu())
+        if self.full_resolution == "direct" and strength > 0.0:
+            out = self._render_direct(prepared, source_full, maps, conditioning)
+        else:
+            out = full_resolution_transfer(source_full, prepared.before_low.cpu(), after_low.cpu())
         prepared.timings.update(
             {"generate": generated - start, "full_resolution": time.perf_counter() - generated}
         )
         return out[0].permute(1, 2, 0).numpy()
+
+    def _render_direct(
+        self,
+        prepared: PreparedPair,
+        source_full: torch.Tensor,
+        maps: list[torch.Tensor],
+        conditioning: Conditioning | None,
+    ) -> torch.Tensor:
+        """The pointwise generator evaluated on every pixel, band by band (bounded memory): the styles are
+        upsampled to each pixel guided by its own colour, so no fit is needed. A photo larger than
+        :data:`DIRECT_MAX_PIXELS` is rendered so at that size and carried to its own by the local affine
+        transform fitted there (detail finer than that size comes from the source itself)."""
+        height, width = source_full.shape[-2:]
+        if height * width > DIRECT_MAX_PIXELS:
+            scale = math.sqrt(DIRECT_MAX_PIXELS / (height * width))
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            source_mid = resize_for_network(source_full, size)
+            rendered = self._render_direct(prepared, source_mid, maps, conditioning)
+            return full_resolution_transfer(source_full, source_mid, rendered)
+        guide_low = lab_features(prepared.source_low)
+        rows_per_band = max(1, DIRECT_BAND_PIXELS // width)
+        out = torch.empty(1, 3, height, width, dtype=torch.float32)
+        cols = torch.arange(width, device=self.device)
+        for top in range(0, height, rows_per_band):
+            bottom = min(height, top + rows_per_band)
+            band = source_full[:, :, top:bottom].to(self.device, torch.float32)
+            rows = torch.arange(top, bottom, device=self.device)
+            result = self.model.generator(
+                band, maps, conditioning, guide_low=guide_low, rows=rows, cols=cols, full_size=(height, width)
+            )
+            out[:, :, top:bottom] = result.clamp_(0.0, 1.0).cpu()
+        return out
 
     @staticmethod
     def _interpolate(self_maps: torch.Tensor, predicted: torch.Tensor, strength: float) -> torch.Tensor:
