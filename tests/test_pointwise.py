@@ -441,3 +441,25 @@ def test_train_from_cache_export_and_transfer(cache64: Path, tmp_path: Path, cap
     error = capsys.readouterr().err
     assert "64 px" in error and "128 px" in error, error
     assert not (tmp_path / "bad" / "checkpoint.safetensors").exists()
+
+
+def test_colour_statistics_match_numpy_on_a_real_photo() -> None:
+    """P_W's colour-statistics code: Lab mean, spread and Lab + RGB quantiles, as skimage and numpy give."""
+    from skimage.color import rgb2lab
+
+    from recolorize.networks.predictor import _QUANTILES, colour_statistics
+
+    with Image.open(EXAMPLES / "source.jpg") as im:
+        image = np.asarray(im.convert("RGB"), dtype=np.float32)[::4, ::4] / 255.0
+    stats = colour_statistics(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float())[0]
+    lab = rgb2lab(image).reshape(-1, 3) / 100.0
+    rgb = image.reshape(-1, 3)
+    q = len(_QUANTILES)
+    np.testing.assert_allclose(stats[:3].numpy(), lab.mean(0), atol=2e-3)
+    np.testing.assert_allclose(stats[3:6].numpy(), lab.std(0, ddof=1), atol=2e-3)
+    np.testing.assert_allclose(
+        stats[6 : 6 + 3 * q].numpy(), np.quantile(lab, _QUANTILES, axis=0).ravel(), atol=2e-3
+    )
+    np.testing.assert_allclose(
+        stats[6 + 3 * q :].numpy(), np.quantile(rgb, _QUANTILES, axis=0).ravel(), atol=1e-4
+    )

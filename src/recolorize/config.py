@@ -77,6 +77,9 @@ class ModelConfig:
         temperature at 1/8) and hands the 1/8 one to the generator per pixel as a colour hint.
     prior: classical transfer the residual is added to: "mkl" (Pitie's linear map of the pair, a global
         3x4 affine, also fed to f as an input) or "none" (base = the source). Pointwise generator only.
+    colour_statistics: P_W adds a code of both images' colour statistics (Lab mean, spread and quantiles,
+        RGB quantiles) to w before the ASPP heads: an alignment-free global descriptor (E_w was trained on
+        aligned pairs, the stage-3 pairs are not aligned).
     """
 
     name: str
@@ -94,6 +97,7 @@ class ModelConfig:
     pointwise_layers: int = 3
     colour_correspondence: bool = False
     prior: ColourPrior = "none"
+    colour_statistics: bool = False
 
     def __post_init__(self) -> None:
         if self.resolution % 64:
@@ -141,6 +145,9 @@ class StageConfig:
         stage's last step; the default is the constant rate.
     also_train: networks trained in this stage besides the stage's own (e.g. the pointwise generator's
         few thousand weights fine-tuned with P_W in stage 3: our change, the paper keeps G' fixed).
+    pixel_stride: the pointwise generator is evaluated (and the losses taken) on every k-th pixel of each
+        crop, at a random phase per step: a per-pixel mapping needs no neighbours, so this is exact and
+        k^2 times cheaper. Ignored by the conv generator.
     """
 
     steps: int
@@ -159,6 +166,7 @@ class StageConfig:
     warmup_steps: int = 0
     cosine: bool = False
     also_train: tuple[str, ...] = ()
+    pixel_stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,7 @@ CONFIGS: dict[str, ModelConfig] = {
         generator="pointwise",
         colour_correspondence=True,
         prior="mkl",
+        colour_statistics=True,
     ),
     "tiny-pointwise": ModelConfig(
         name="tiny-pointwise",
@@ -247,6 +256,7 @@ CONFIGS: dict[str, ModelConfig] = {
         pointwise_layers=2,
         colour_correspondence=True,
         prior="mkl",
+        colour_statistics=True,
     ),
     "tiny": ModelConfig(
         name="tiny",
@@ -278,10 +288,14 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
         sample_every=500,
     ),
     "pointwise": TrainConfig(
-        generator=StageConfig(steps=3000, batch=16, lr=2e-3, lab_l1=0.5, warmup_steps=100, cosine=True),
-        wencoder=StageConfig(steps=1200, batch=16, lr=2e-3, lab_l1=0.5, warmup_steps=50, cosine=True),
+        generator=StageConfig(
+            steps=1500, batch=16, lr=2e-3, lab_l1=0.5, warmup_steps=100, cosine=True, pixel_stride=2
+        ),
+        wencoder=StageConfig(
+            steps=600, batch=16, lr=2e-3, lab_l1=0.5, warmup_steps=50, cosine=True, pixel_stride=2
+        ),
         predictor=StageConfig(
-            steps=20000,
+            steps=6000,
             batch=12,
             lr=1e-3,
             w0=0.1,
@@ -290,16 +304,24 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
             warmup_steps=200,
             cosine=True,
             also_train=("generator",),
+            pixel_stride=2,
         ),
         checkpoint_every=100,
         sample_every=1000,
         log_every=20,
     ),
     "tiny-pointwise": TrainConfig(
-        generator=StageConfig(steps=40, batch=4, lr=3e-3),
-        wencoder=StageConfig(steps=30, batch=4, lr=3e-3),
+        generator=StageConfig(steps=40, batch=4, lr=3e-3, pixel_stride=2),
+        wencoder=StageConfig(steps=30, batch=4, lr=3e-3, pixel_stride=2),
         predictor=StageConfig(
-            steps=40, batch=4, lr=3e-3, w0=0.1, lab_l1=0.5, mask_ratio_max=0.5, also_train=("generator",)
+            steps=40,
+            batch=4,
+            lr=3e-3,
+            w0=0.1,
+            lab_l1=0.5,
+            mask_ratio_max=0.5,
+            also_train=("generator",),
+            pixel_stride=2,
         ),
         checkpoint_every=20,
         sample_every=30,

@@ -75,6 +75,21 @@ def cell_colour_stats(image: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return torch.cat([mean, (second - mean * mean).clamp_min(0.0).add(1e-6).sqrt()], dim=1)
 
 
+#: Quantile levels of the colour-statistics code.
+_QUANTILES = (0.05, 0.15, 0.25, 0.375, 0.5, 0.625, 0.75, 0.85, 0.95)
+#: Length of one image's colour statistics: Lab mean + spread (6), Lab and RGB quantiles (2 x 3 x 9).
+COLOUR_STATISTICS = 6 + 2 * 3 * len(_QUANTILES)
+
+
+def colour_statistics(image: torch.Tensor) -> torch.Tensor:
+    """(B, COLOUR_STATISTICS): scaled-Lab mean and spread, then Lab and RGB quantiles, per channel."""
+    lab = lab_features(image).flatten(2)
+    rgb = image.clamp(0.0, 1.0).flatten(2)
+    levels = torch.tensor(_QUANTILES, dtype=image.dtype, device=image.device)
+    quantiles = [torch.quantile(x, levels, dim=2).permute(1, 0, 2).flatten(1) for x in (lab, rgb)]
+    return torch.cat([lab.mean(2), lab.std(2), *quantiles], dim=1)
+
+
 def cosine_attention(source_features: torch.Tensor, reference_features: torch.Tensor) -> torch.Tensor:
     """A_C(i, j) = <F_S(i), F_R(j)> (eq. 4): (B, N_S, N_R) cosine similarities of flattened positions."""
     fs = F.normalize(source_features.flatten(2), dim=1)
@@ -130,6 +145,13 @@ class WPredictor(nn.Module):
         if config.colour_correspondence:
             # temperature of the 1/8 soft correspondence, learned (log-parametrised), starting at 0.05
             self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
+        if config.colour_statistics:
+            # zero-initialised: training starts from w alone
+            self.colour_code = nn.Sequential(
+                nn.Linear(2 * COLOUR_STATISTICS, c), nn.ReLU(inplace=True), nn.Linear(c, c)
+            )
+            nn.init.zeros_(self.colour_code[2].weight)
+            nn.init.zeros_(self.colour_code[2].bias)
         self.block1 = block(c + ch3 + 1 + extra, width, w_dim, ablations.use_w)
         if ablations.latent_levels != "w1_only":
             self.block2 = block(width + ch2 + extra, width, w_dim, ablations.use_w)
@@ -235,6 +257,9 @@ class WPredictor(nn.Module):
             fine, hint = self._fine_correspondence(source, reference, inputs, keep)
             fine_colour = [F.interpolate(fine, size=c_s2.shape[-2:], mode="bilinear", align_corners=False)]
         code = inputs.code if ablations.use_w else None
+        if code is not None and self.config.colour_statistics:
+            pair = torch.cat([colour_statistics(source), colour_statistics(reference)], dim=1)
+            code = code + self.colour_code(pair)
         features = {"W1": self.block1(torch.cat([warped, c_s3, masked_away, *coarse_colour], dim=1), code)}
         if ablations.latent_levels != "w1_only":
             up = F.interpolate(features["W1"], size=c_s2.shape[-2:], mode="bilinear", align_corners=False)

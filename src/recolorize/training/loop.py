@@ -299,13 +299,14 @@ class StageNetwork(nn.Module):
         super().__init__()
         names = stage.trainable if trainable is None else trainable
         self.trainable = nn.ModuleDict({name: getattr(model, name) for name in names})
+        self.pixel_stride = 1
         self._context = (model, stage, tuple(weights), lpips)  # a tuple: not registered as children
 
     def forward(
         self, batch: dict[str, torch.Tensor], mask_ratio: float, mask_generator: torch.Generator | None
     ) -> tuple[StageOutputs, dict[str, torch.Tensor]]:
         model, stage, names, lpips = self._context
-        outputs = stage.forward(model, batch, mask_ratio, mask_generator)
+        outputs = stage.forward(model, batch, mask_ratio, mask_generator, self.pixel_stride)
         terms = {name: LOSS_TERMS[name](outputs, model, lpips).float() for name in names}
         return outputs, terms
 
@@ -588,6 +589,7 @@ class _StageRunner:
         self.params = _freeze_all_but(run.model, self.trainable)
         lpips = get_lpips(config.lpips_net).to(device) if "lpips" in self.weights else None  # type: ignore[arg-type]
         self.stage_network = StageNetwork(run.model, stage, self.weights, lpips, self.trainable)
+        self.stage_network.pixel_stride = config.pixel_stride
         self.network: nn.Module = self.stage_network
         if world > 1:  # DDP sees exactly the trainable networks
             self.network = DistributedDataParallel(

@@ -114,18 +114,18 @@ LOSS_TERMS: dict[str, LossFn] = {
     "histogram": _histogram,
 }
 
-#: Pixel stride at which the stages evaluate the pointwise generator (every 2nd pixel: 4x cheaper).
-PIXEL_STRIDE = 2
 
-
-def _pixel_grid(model: RecolorModel, generator: torch.Generator | None) -> tuple[int, tuple[int, int]]:
-    """Stride and a random phase for this step (stride 1 for the conv generator, which needs neighbours)."""
-    if model.config.generator != "pointwise":
+def _pixel_grid(
+    model: RecolorModel, generator: torch.Generator | None, stride: int
+) -> tuple[int, tuple[int, int]]:
+    """Stride and a random phase for this step (``StageConfig.pixel_stride``; always 1 for the conv
+    generator, which needs neighbours)."""
+    if model.config.generator != "pointwise" or stride <= 1:
         return 1, (0, 0)
     phase = torch.randint(
-        0, PIXEL_STRIDE, (2,), generator=generator, device=generator.device if generator else None
+        0, stride, (2,), generator=generator, device=generator.device if generator else None
     )
-    return PIXEL_STRIDE, (int(phase[0]), int(phase[1]))
+    return stride, (int(phase[0]), int(phase[1]))
 
 
 def _sample(image: torch.Tensor, stride: int, phase: tuple[int, int]) -> torch.Tensor:
@@ -173,13 +173,17 @@ class IdentityMixPairs(ColourPairDataset):
 
 
 def _generator_forward(
-    model: RecolorModel, batch: dict[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None
+    model: RecolorModel,
+    batch: dict[str, torch.Tensor],
+    mask_ratio: float,
+    generator: torch.Generator | None,
+    pixel_stride: int = 1,
 ) -> StageOutputs:
     """Stage 1: I_G = G(I_in, E_w(I_in, I_out)) (identity pairs included, see :class:`IdentityMixPairs`)."""
     image_in, image_out = batch["input"], batch["output"]
     code = model.pair_code(image_in, image_out)  # w = E_w(I_in, I_out)
     conditioning = model.pair_conditioning(image_in, image_out, target_hint(model, image_out, generator))
-    stride, phase = _pixel_grid(model, generator)
+    stride, phase = _pixel_grid(model, generator, pixel_stride)
     generated = model.generate(image_in, code, conditioning, stride, phase).float()  # I_G
     image_in, image_out = _sample(image_in, stride, phase), _sample(image_out, stride, phase)
     return StageOutputs(
@@ -191,11 +195,15 @@ def _generator_forward(
 
 
 def _wencoder_forward(
-    model: RecolorModel, batch: dict[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None
+    model: RecolorModel,
+    batch: dict[str, torch.Tensor],
+    mask_ratio: float,
+    generator: torch.Generator | None,
+    pixel_stride: int = 1,
 ) -> StageOutputs:
     """Stage 2: G'(I, expand(E_W(I))) should give back I."""
     image = batch["image"]
-    stride, phase = _pixel_grid(model, generator)
+    stride, phase = _pixel_grid(model, generator, pixel_stride)
     latents = model.expand(model.self_maps(image))
     reconstruction = model.generate(image, latents, model.self_conditioning(image), stride, phase).float()
     image = _sample(image, stride, phase)
@@ -205,13 +213,17 @@ def _wencoder_forward(
 
 
 def _predictor_forward(
-    model: RecolorModel, batch: dict[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None
+    model: RecolorModel,
+    batch: dict[str, torch.Tensor],
+    mask_ratio: float,
+    generator: torch.Generator | None,
+    pixel_stride: int = 1,
 ) -> StageOutputs:
     """Stage 3: I_P = G'(I_S, P_W(I_S, I_R)) with masking ratio ``mask_ratio`` drawn from ``generator``."""
     source, reference, target = batch["source"], batch["reference"], batch["target"]
     inputs = model.predictor_inputs(source, reference, features=batch)  # cached frozen features if present
     maps, conditioning = model.predict(source, reference, mask_ratio, generator, inputs)  # W = P_W
-    stride, phase = _pixel_grid(model, generator)
+    stride, phase = _pixel_grid(model, generator, pixel_stride)
     prediction = model.generate(source, maps, conditioning, stride, phase).float()  # I_P
     source, reference, target = (_sample(x, stride, phase) for x in (source, reference, target))
     return StageOutputs(
@@ -224,9 +236,7 @@ def _predictor_forward(
 
 
 DatasetFactory = Callable[[Sequence[Photo], int, int], Dataset]
-StageForward = Callable[
-    [RecolorModel, dict[str, torch.Tensor], float, "torch.Generator | None"], StageOutputs
-]
+StageForward = Callable[..., StageOutputs]
 
 
 @dataclass(frozen=True)
@@ -236,7 +246,7 @@ class Stage:
     name: the stage's name on the command line and in files (``{name}.safetensors``).
     trainable: RecolorModel attributes optimised in this stage; every other network is frozen.
     dataset: (photos, resolution, seed) -> the stage's dataset (items are dicts of (3, R, R) images).
-    forward: (model, batch, mask_ratio, mask_generator) -> :class:`StageOutputs`.
+    forward: (model, batch, mask_ratio, mask_generator, pixel_stride) -> :class:`StageOutputs`.
     terms: loss terms this stage may use (names of :data:`LOSS_TERMS`); weights come from StageConfig.
     masking: whether the stage draws a masking ratio each step (the curriculum of section 4.1.2).
     cached_dataset: (training cache, seed) -> the stage's dataset when training reads a cache (data/cache.py).
