@@ -35,7 +35,10 @@ def _run(
     steps: int,
     lr: float,
 ) -> OptimisationResult:
-    generator.requires_grad_(False)
+    if isinstance(
+        generator, torch.nn.Module
+    ):  # a callable (e.g. G with a fixed prior) is frozen by its owner
+        generator.requires_grad_(False)
     optimiser = torch.optim.Adam(params, lr=lr)
     history: list[float] = []
     for _ in range(steps):

@@ -214,12 +214,19 @@ def table3(model: RecolorModel, images_dir: Path, out: Path, options: AnalysisOp
         items = [dataset[i] for i in range(part.start, part.stop)]  # (I_in, I_out) as in stage 1
         image_in = torch.stack([it["input"] for it in items]).to(device)
         image_out = torch.stack([it["output"] for it in items]).to(device)
+        # as in stage 1: the pointwise G also reads the pair's prior (the MKL map I_in -> I_out), no hint
+        conditioning = model.pair_conditioning(image_in, image_out)
+        model.generator.requires_grad_(False)
+
+        def generator(image: torch.Tensor, latents, conditioning=conditioning) -> torch.Tensor:
+            return model.generate(image, latents, conditioning)
+
         with torch.no_grad():
             code = model.pair_code(image_in, image_out)  # w = E_w(I_in, I_out)
-            encoder_out = model.generator(image_in, code)
-        result_1d = optimise_code(model.generator, image_in, image_out, code, options.steps_code, options.lr)
+            encoder_out = generator(image_in, code)
+        result_1d = optimise_code(generator, image_in, image_out, code, options.steps_code, options.lr)
         result_2d = optimise_maps(
-            model.generator, image_in, image_out, result_1d.latents, options.steps_maps, options.lr
+            generator, image_in, image_out, result_1d.latents, options.steps_maps, options.lr
         )
         per_pair["identity"] += _mae255(image_in, image_out).tolist()
         per_pair["encoder"] += _mae255(encoder_out, image_out).tolist()
