@@ -14,9 +14,12 @@ mkdir -p "$OUT"
 # ground truth from held-out photos (BSDS500 test: never used in training)
 [ -f "$OUT/bench_bsds500_test/pairs.csv" ] || \
   $RC make-bench --images "$DATA/bsds500/images/test" --out "$OUT/bench_bsds500_test" --n 200 --seed 0
-$RC eval --pairs "$OUT/bench_bsds500_test/pairs.csv" --methods ours,reinhard,mkl,histogram,identity \
+$RC eval --pairs "$OUT/bench_bsds500_test/pairs.csv" --methods ours,reinhard,mkl,histogram,hm-mkl-hm,identity \
   --out "$OUT/eval_bsds500"
-$RC dpst-report --dpst "$DATA/dpst" --out "$OUT/dpst" --methods ours,reinhard,mkl,histogram,identity
+# the two full-resolution paths of the pointwise model, on the same pairs (docs/results.md)
+$RC eval --pairs "$OUT/bench_bsds500_test/pairs.csv" --methods ours --full-resolution affine \
+  --out "$OUT/eval_bsds500_affine" --grid-every 0
+$RC dpst-report --dpst "$DATA/dpst" --out "$OUT/dpst" --methods ours,reinhard,mkl,histogram,hm-mkl-hm,identity
 
 # the paper's analyses on held-out BSDS500 test photos
 for analysis in table3 fig4 fig5 w0; do
@@ -24,4 +27,4 @@ for analysis in table3 fig4 fig5 w0; do
 done
 
 .venv/bin/python benchmarks/bench_transfer.py | tee "$OUT/bench_transfer.txt"
-.venv/bin/python benchmarks/bench_model.py --configs paper base small | tee "$OUT/bench_model.txt"
+.venv/bin/python benchmarks/bench_model.py --configs paper base small pointwise | tee "$OUT/bench_model.txt"

@@ -241,4 +241,9 @@ class Recolorizer:
 
     def describe(self) -> dict[str, Any]:
         """Config name, resolution and device, for logs and reports."""
-        return {"config": self.model.config.name, "resolution": self.resolution, "device": str(self.device)}
+        return {
+            "config": self.model.config.name,
+            "resolution": self.resolution,
+            "device": str(self.device),
+            "full_resolution": self.full_resolution,
+        }
