@@ -27,7 +27,7 @@ from torch import nn
 from recolorize.config import NUM_STYLES, ModelConfig
 from recolorize.networks.layers import EqualConv2d, StyledConv, ToRGB
 
-__all__ = ["Generator", "LatentInput", "STYLE_RESOLUTION_DIVISORS"]
+__all__ = ["Generator", "LatentInput", "STYLE_RESOLUTION_DIVISORS", "layer_latents"]
 
 LatentInput = torch.Tensor | Sequence[torch.Tensor]
 
@@ -35,6 +35,24 @@ LatentInput = torch.Tensor | Sequence[torch.Tensor]
 STYLE_RESOLUTION_DIVISORS: tuple[int, ...] = (64, 64) + tuple(
     d for d in (32, 16, 8, 4, 2, 1) for _ in range(3)
 )
+
+
+def layer_latents(latents: LatentInput, latent_dim: int) -> list[torch.Tensor]:
+    """The 20 per-layer latents of G / G': a 1d code (B, C) repeated, or 20 maps (B, C, h, w) checked.
+
+    Shared by both generators, so a code and its constant maps mean the same everywhere.
+    """
+    if isinstance(latents, torch.Tensor):
+        if latents.dim() != 2 or latents.shape[1] != latent_dim:
+            raise ValueError(f"a 1d code must be (B, {latent_dim}), got {tuple(latents.shape)}")
+        return [latents] * NUM_STYLES
+    latents = list(latents)
+    if len(latents) != NUM_STYLES:
+        raise ValueError(f"G' takes {NUM_STYLES} latent maps, got {len(latents)}")
+    for k, latent in enumerate(latents):
+        if latent.dim() != 4 or latent.shape[1] != latent_dim:
+            raise ValueError(f"latent map {k + 1} must be (B, {latent_dim}, h, w), got {tuple(latent.shape)}")
+    return latents
 
 
 class EncoderBlock(nn.Module):
@@ -78,28 +96,13 @@ class Generator(nn.Module):
             skips.append(x)
         return skips
 
-    def _latents(self, latents: LatentInput) -> list[torch.Tensor]:
-        if isinstance(latents, torch.Tensor):
-            if latents.dim() != 2 or latents.shape[1] != self.latent_dim:
-                raise ValueError(f"a 1d code must be (B, {self.latent_dim}), got {tuple(latents.shape)}")
-            return [latents] * NUM_STYLES
-        latents = list(latents)
-        if len(latents) != NUM_STYLES:
-            raise ValueError(f"G' takes {NUM_STYLES} latent maps, got {len(latents)}")
-        for k, latent in enumerate(latents):
-            if latent.dim() != 4 or latent.shape[1] != self.latent_dim:
-                raise ValueError(
-                    f"latent map {k + 1} must be (B, {self.latent_dim}, h, w), got {tuple(latent.shape)}"
-                )
-        return latents
-
     def forward(self, image: torch.Tensor, latents: LatentInput) -> torch.Tensor:
         """Re-colour ``image`` (B, 3, H, W) in [0, 1] with a code (B, C) or 20 maps; returns (B, 3, H, W)."""
         if image.dim() != 4 or image.shape[1] != 3 or image.shape[-1] % 64 or image.shape[-2] % 64:
             raise ValueError(
                 f"image must be (B, 3, H, W) with H, W divisible by 64, got {tuple(image.shape)}"
             )
-        styles = self._latents(latents)
+        styles = layer_latents(latents, self.latent_dim)
         skips = self.encode(image)[::-1]  # coarse to fine: [1/64, ..., 1/1]
         x = self.conv_first(skips[0], styles[0])
         rgb = self.to_rgb_first(x, styles[1])

@@ -194,11 +194,8 @@ class RecolorModel(nn.Module):
         generator: torch.Generator | None = None,
         inputs: PredictorInputs | None = None,
     ) -> list[torch.Tensor]:
-        """W = P_W(I_S, I_R) as the 20 layer inputs of G'."""
-        if inputs is None:
-            inputs = self.predictor_inputs(source, reference)
-        maps = self.predictor(source, reference, inputs, mask_ratio=mask_ratio, generator=generator)
-        return self.expand_predicted(maps)
+        """W = P_W(I_S, I_R) as the 20 layer inputs of G' (``predict`` without the conditioning)."""
+        return self.predict(source, reference, mask_ratio, generator, inputs)[0]
 
     def recolour(self, source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """I_P = G'(I_S, P_W(I_S, I_R)) at the working resolution."""

@@ -34,6 +34,7 @@ from torch import nn
 from recolorize.colour import rgb_to_lab
 from recolorize.config import NUM_STYLES, ModelConfig
 from recolorize.networks.colour_prior import apply_colour_affine, identity_affine
+from recolorize.networks.generator import layer_latents
 from recolorize.networks.layers import ModulatedConv2d
 
 __all__ = [
@@ -197,24 +198,9 @@ class PointwiseGenerator(nn.Module):
         self.upsampler = GuidedUpsampler()
 
     # --- inputs ---------------------------------------------------------------------------------------------
-    def _latents(self, latents: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        if isinstance(latents, torch.Tensor):
-            if latents.dim() != 2 or latents.shape[1] != self.latent_dim:
-                raise ValueError(f"a 1d code must be (B, {self.latent_dim}), got {tuple(latents.shape)}")
-            return [latents] * NUM_STYLES
-        latents = list(latents)
-        if len(latents) != NUM_STYLES:
-            raise ValueError(f"G' takes {NUM_STYLES} latent maps, got {len(latents)}")
-        for k, latent in enumerate(latents):
-            if latent.dim() != 4 or latent.shape[1] != self.latent_dim:
-                raise ValueError(
-                    f"latent map {k + 1} must be (B, {self.latent_dim}, h, w), got {tuple(latent.shape)}"
-                )
-        return latents
-
     def coarse_styles(self, latents: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each layer's style m = A(W) at its latent's own resolution ((B, Cin, 1, 1) for a code)."""
-        chosen = self._latents(latents)
+        chosen = layer_latents(latents, self.latent_dim)
         convs = [*self.layers, self.to_rgb]
         styles = []
         for conv, index in zip(convs, self.indices, strict=True):
