@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only=command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    logging.getLogger("PIL").setLevel(logging.INFO)  # --verbose is about us, not every PNG chunk Pillow reads
     try:
         return int(args.func(args) or 0)
     except UserError as error:

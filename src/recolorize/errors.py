@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "WeightsError", "one_line"]
 
 
 class UserError(Exception):
@@ -11,3 +11,17 @@ class UserError(Exception):
     The CLI turns it into one line on stderr and exit code 2; the message must say what is wrong and
     with which path or value, in one sentence.
     """
+
+
+class WeightsError(UserError, ValueError):
+    """A weights file (or its config JSON) that cannot be used: not safetensors, truncated, wrong model.
+
+    A ``ValueError`` too, so API callers that catch the usual "bad value" exception also catch this one;
+    a ``UserError`` so the CLI and the web app report it in one line (exit code 2).
+    """
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` squeezed to one line of at most ``limit`` characters (messages quote foreign errors)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

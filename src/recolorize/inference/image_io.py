@@ -15,8 +15,14 @@ Known limits: 16-bit grey+alpha PNGs are read at 8 bits (Pillow has no raw mode 
 16-bit data with a table-based (LUT) ICC profile is converted at 8-bit precision (matrix/TRC profiles,
 the usual camera and editor RGB spaces, are converted in float); CMYK and grey sources are written
 as sRGB RGB without their profile; EXIF is not written into 16-bit TIFF output; an already-decoded
-PIL image is taken at Pillow's 8 bits. ``_pil_limit`` raises Pillow's global pixel cap for the
-duration of a load when our limit is higher (our own check then applies).
+PIL image is taken at Pillow's 8 bits.
+
+Hostile files: only regular files are opened (a FIFO or device would block or never end); only the
+formats in ``READ_FORMATS`` are tried (no Ghostscript EPS, no font or icon containers); Pillow's
+decompression-bomb cap is set to our own pixel limit for the duration of a load, and the size is checked
+from the header before any pixel is decoded, so decoding never allocates more than the limit allows
+(about ``DECODE_BYTES_PER_PIXEL`` bytes per pixel, 8-bit RGB; see the README); and any failure of
+the decoders, whatever its type, becomes a ``UserError`` naming the file.
 """
 
 from __future__ import annotations
@@ -24,9 +30,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
+import re
+import stat
 import struct
 import sys
+import tempfile
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -37,17 +48,23 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
-from recolorize.errors import UserError
+from recolorize.errors import UserError, one_line
 from recolorize.io_utils import atomic_write
 
 __all__ = [
+    "DECODE_BYTES_PER_PIXEL",
     "DEFAULT_MAX_PIXELS",
     "MAX_PIXELS_ENV",
     "MIN_SIDE",
+    "READ_FORMATS",
+    "WRITE_SUFFIXES",
     "LoadedImage",
+    "check_regular_file",
     "encode_image",
     "load_image",
     "output_format",
+    "parse_max_pixels",
+    "resolve_max_pixels",
     "save_image",
     "to_pil",
 ]
@@ -56,8 +73,14 @@ logger = logging.getLogger(__name__)
 
 #: Decompression-bomb guard: images with more pixels than this are refused before decoding.
 DEFAULT_MAX_PIXELS = 100_000_000
-#: Environment variable that overrides ``DEFAULT_MAX_PIXELS`` (an integer pixel count).
+#: Environment variable that overrides ``DEFAULT_MAX_PIXELS`` (a whole pixel count, e.g. 40000000 or 4e7).
 MAX_PIXELS_ENV = "RECOLORIZE_MAX_PIXELS"
+#: Peak memory of decoding an 8-bit RGB photo, in bytes per pixel (measured: Pillow's 4-byte RGBX
+#: buffer, the uint8 array and the float32 result); 16-bit and ICC-converted files take up to ~1.5x.
+DECODE_BYTES_PER_PIXEL = 20
+#: Pillow formats ``load_image`` opens; everything else is "not an image" (no EPS, which runs
+#: Ghostscript, and no containers whose decoded size the header does not state). JPEG covers MPO.
+READ_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF", "PPM", "TGA")
 #: The network needs some content to look at; smaller images are refused with a clear message.
 MIN_SIDE = 32
 
@@ -83,6 +106,8 @@ _FORMATS = {  # suffix -> Pillow format name; the formats we write
     ".webp": "WEBP",
     ".bmp": "BMP",
 }
+#: Output suffixes ``save_image`` writes (the format follows the suffix).
+WRITE_SUFFIXES: tuple[str, ...] = tuple(_FORMATS)
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
@@ -125,47 +150,99 @@ class LoadedImage:
 # ---------------------------------------------------------------------------------------------- load
 
 
-def _max_pixels(max_pixels: int | None) -> int:
-    """The bomb limit: the argument, else $RECOLORIZE_MAX_PIXELS, else ``DEFAULT_MAX_PIXELS``."""
-    if max_pixels is not None:
-        return int(max_pixels)
-    env = os.environ.get(MAX_PIXELS_ENV)
-    if env:
+def parse_max_pixels(value: object, what: str = "--max-pixels") -> int:
+    """A pixel limit from the command line, the environment or the API, as a positive int.
+
+    The one reader of the limit, so ``--max-pixels`` and ``$RECOLORIZE_MAX_PIXELS`` follow one rule: a
+    whole number of pixels of at least 1, written as an integer (``40000000``, ``40_000_000``) or as a
+    float that is a whole number (``4e7``). Zero, negatives, fractions and text are a ``UserError``
+    naming ``what`` (there is no "unlimited": a limit is what keeps a 35 KB file from taking 10 GB).
+    """
+    count: int | None = None
+    if isinstance(value, bool):
+        count = None
+    elif isinstance(value, int | np.integer):
+        count = int(value)
+    elif isinstance(value, float | str):
+        text = str(value).strip()
         try:
-            return int(float(env))
+            count = int(text.replace("_", ""), 10) if isinstance(value, str) else None
         except ValueError:
-            raise UserError(f"{MAX_PIXELS_ENV}={env!r} is not a pixel count") from None
+            count = None
+        if count is None:
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+            count = int(number) if math.isfinite(number) and number == int(number) else None
+    if count is None:
+        raise UserError(f"{what} must be a whole number of pixels such as 40000000 or 4e7, got {value!r}")
+    if count < 1:
+        raise UserError(f"{what} must be at least 1 pixel, got {count}")
+    return count
+
+
+def resolve_max_pixels(max_pixels: object = None) -> int:
+    """The bomb limit: ``max_pixels`` if given, else ``$RECOLORIZE_MAX_PIXELS`` if set and not empty, else
+    ``DEFAULT_MAX_PIXELS``; each checked by ``parse_max_pixels``."""
+    if max_pixels is not None:
+        return parse_max_pixels(max_pixels, "--max-pixels" if isinstance(max_pixels, str) else "max_pixels")
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if env:
+        return parse_max_pixels(env, MAX_PIXELS_ENV)
     return DEFAULT_MAX_PIXELS
+
+
+_max_pixels = resolve_max_pixels  # the old private name
+
+# Pillow's cap is one global for every thread: while loads run it is the largest of their limits (each
+# load still checks its own limit from the header before decoding), and it goes back when none runs.
+_PIL_LOCK = threading.Lock()
+_PIL_ACTIVE: list[int] = []
+_PIL_SAVED: list[int | None] = [None]
 
 
 @contextlib.contextmanager
 def _pil_limit(limit: int) -> Iterator[None]:
-    """Let Pillow open images up to ``limit`` pixels: our own check replaces its bomb guard."""
-    old = Image.MAX_IMAGE_PIXELS
-    if old is not None and limit > old:
-        Image.MAX_IMAGE_PIXELS = limit
+    """Set Pillow's decompression-bomb cap to our limit, so its own checks (frames, tiles) use it too,
+    and keep Pillow's warnings off stderr."""
+    with _PIL_LOCK:
+        if not _PIL_ACTIVE:
+            _PIL_SAVED[0] = Image.MAX_IMAGE_PIXELS
+        _PIL_ACTIVE.append(limit)
+        Image.MAX_IMAGE_PIXELS = max(_PIL_ACTIVE)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow warns about odd files (bomb-sized, corrupt EXIF, truncated reads): our checks and errors
+        # say what matters in one line, so its warnings go to the debug log instead of stderr.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             yield
+        for warning in caught:
+            logger.debug("while decoding: %s: %s", warning.category.__name__, one_line(warning.message))
     finally:
-        Image.MAX_IMAGE_PIXELS = old
+        with _PIL_LOCK:
+            _PIL_ACTIVE.remove(limit)
+            Image.MAX_IMAGE_PIXELS = max(_PIL_ACTIVE) if _PIL_ACTIVE else _PIL_SAVED[0]
+
+
+def _limit_hint(limit: int) -> str:
+    return f"the limit of {limit:,} pixels (raise it with --max-pixels or {MAX_PIXELS_ENV})"
 
 
 def _check_size(width: int, height: int, name: str, limit: int) -> None:
     if width * height > limit:
         raise UserError(
-            f"{name} has {width}x{height} = {width * height:,} pixels, more than the limit of {limit:,} "
-            f"(raise it with --max-pixels or {MAX_PIXELS_ENV})"
+            f"{name} has {width}x{height} = {width * height:,} pixels, more than {_limit_hint(limit)}"
         )
     if min(width, height) < MIN_SIDE:
         raise UserError(f"{name} is {width}x{height} pixels; both sides must be at least {MIN_SIDE}")
 
 
 def _reset_orientation(exif: bytes) -> bytes:
-    """Return the EXIF block with the orientation set to 1, every other byte unchanged.
+    """Return the EXIF block with the orientation entry set to SHORT 1, every other byte unchanged.
 
-    Patching the value in place (instead of re-serialising through ``Image.Exif``) keeps maker notes,
+    A malformed orientation (text, a count of 2, 9) becomes 1 too, as the pixels were read with 1.
+    Patching the entry in place (instead of re-serialising through ``Image.Exif``) keeps maker notes,
     thumbnails and offsets exactly as the camera wrote them.
     """
     body = exif[6:] if exif.startswith(_EXIF_HEADER) else exif
@@ -177,8 +254,8 @@ def _reset_orientation(exif: bytes) -> bytes:
         for k in range(count):
             entry = ifd + 2 + 12 * k
             tag, typ, n = struct.unpack_from(endian + "HHI", buf, entry)
-            if tag == _ORIENTATION and typ == 3 and n == 1:
-                struct.pack_into(endian + "H", buf, entry + 8, 1)
+            if tag == _ORIENTATION:  # rewritten as SHORT 1 whatever it was (text, a list, 9): 12 bytes
+                struct.pack_into(endian + "HIHH", buf, entry + 2, 3, 1, 1, 0)
     except (KeyError, struct.error):
         logger.warning("EXIF block is malformed; keeping it unchanged")
     return _EXIF_HEADER + bytes(buf)
@@ -197,7 +274,7 @@ def _profile_space(icc: bytes | None) -> str | None:
     """The ICC header's data colour space: 'RGB', 'GRAY', 'CMYK', ... (None when unreadable)."""
     if not icc or len(icc) < 20:
         return None
-    return icc[16:20].decode("ascii", "replace").strip()
+    return icc[16:20].decode("ascii", "backslashreplace").strip()
 
 
 def _cms_profile(icc: bytes) -> ImageCms.ImageCmsProfile | None:
@@ -395,11 +472,15 @@ def _is_grey(data: np.ndarray, space: str) -> bool:
 
 
 def _unit(data: np.ndarray) -> np.ndarray:
+    """Samples as float32 in [0, 1]; scaled in place, so a photo costs one float copy, not two."""
+    out = data.astype(np.float32)
     if data.dtype == np.uint8:
-        return data.astype(np.float32) / 255.0
-    if data.dtype == np.uint16:
-        return data.astype(np.float32) / 65535.0
-    return np.clip(data.astype(np.float32), 0.0, 1.0)
+        out /= 255.0
+    elif data.dtype == np.uint16:
+        out /= 65535.0
+    else:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def _to_srgb(data: np.ndarray, space: str, icc: bytes | None, name: str) -> np.ndarray:
@@ -447,16 +528,17 @@ def _from_pil(
     _check_size(im.width, im.height, name, limit)
     tiles = list(getattr(im, "tile", None) or [])
     try:
-        im.load()
-        sixteen = _high_low_16(opener, im, tiles) if opener is not None else None
+        with _c_stderr_to_debug_log(name):  # around the C decoders only: our own log lines stay visible
+            im.load()
+            sixteen = _high_low_16(opener, im, tiles) if opener is not None else None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as exc:
         raise UserError(f"{name} is truncated or corrupt and cannot be decoded ({exc})") from exc
     exif = _source_exif(im)
     icc = im.info.get("icc_profile") or None
     fmt = im.format
     data, alpha, space, depth = _pixels(im, sixteen, name)
-    orientation = im.getexif().get(_ORIENTATION, 1)
-    if orientation not in (None, 1):
+    orientation = _orientation(im, name)
+    if orientation != 1:
         data, alpha = _orient(data, orientation), (None if alpha is None else _orient(alpha, orientation))
     greyscale = _is_grey(data, space)
     rgb = _to_srgb(data, space, icc, name)
@@ -473,6 +555,20 @@ def _from_pil(
         path=path,
         format=fmt,
     )
+
+
+def _orientation(im: Image.Image, name: str) -> int:
+    """The EXIF orientation 1-8; anything else (text, a list, 0, 9, an unreadable EXIF block) counts as 1."""
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)
+    except Exception as exc:  # noqa: BLE001 - a corrupt EXIF block must not stop the photo
+        logger.warning("%s: EXIF block is unreadable (%s); orientation taken as 1", name, one_line(exc))
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
+        return value
+    if value is not None:
+        logger.debug("%s: EXIF orientation %r is not 1-8; taken as 1", name, value)
+    return 1
 
 
 def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -524,15 +620,99 @@ def _from_array(array: np.ndarray, limit: int) -> LoadedImage:
     )
 
 
-def _open(fp: str | Path | IO[bytes], name: str) -> Image.Image:
+def _bomb_message(name: str, exc: Exception, limit: int) -> str:
+    """Pillow's DecompressionBombError restated with the user's limit (Pillow quotes twice its cap)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else "more pixels than allowed"
+    return f"{name} has {size}, more than {_limit_hint(limit)}"
+
+
+def _open(fp: str | Path | IO[bytes], name: str, limit: int) -> Image.Image:
+    """Open (read the header of) an image in one of ``READ_FORMATS``; any failure is a ``UserError``."""
     try:
-        return Image.open(fp)
+        return Image.open(fp, formats=READ_FORMATS)
     except UnidentifiedImageError:
-        raise UserError(f"{name} is not an image file in a format Pillow can read") from None
+        raise UserError(f"{name} is not an image file in a format this program reads") from None
     except Image.DecompressionBombError as exc:
-        raise UserError(f"{name} is too large to open safely ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise UserError(f"{name} cannot be opened as an image ({exc})") from None
+        raise UserError(_bomb_message(name, exc, limit)) from None
+    except MemoryError:
+        raise UserError(f"{name} cannot be opened: not enough memory") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile header can make a plugin raise anything
+        logger.debug("opening %s failed", name, exc_info=True)
+        raise UserError(f"{name} cannot be opened as an image ({one_line(exc)})") from None
+
+
+def check_regular_file(path: Path, what: str = "") -> None:
+    """Refuse, before opening it, anything at ``path`` that is not a readable regular file.
+
+    A FIFO would block the open forever and a device (``/dev/zero``) never ends; folders, sockets and
+    missing paths get their own message. ``what`` (e.g. "pairs file") starts the message.
+    """
+    label = f"{what} {path}".strip()
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{label} does not exist") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise UserError(
+            f"{label} cannot be read ({one_line(getattr(exc, 'strerror', None) or exc)})"
+        ) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{label} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+        raise UserError(f"{label} is {kind}, not a regular file; refusing to read it")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{label} is not readable (permission denied)")
+
+
+@contextlib.contextmanager
+def _c_stderr_to_debug_log(name: str) -> Iterator[None]:
+    """Send what C decoders print on file descriptor 2 to the debug log.
+
+    libtiff reports a corrupt strip ("ZIPDecode: Decoding error ...") straight to stderr, which would
+    put a second line before our one-line error. Only in the main thread (the command line): in a
+    server thread, redirecting the process's stderr would also swallow other threads' messages.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (a daemon): nothing to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read(20_000).decode("utf-8", "replace").splitlines():
+                logger.debug("%s: %s", name, line)
+
+
+def _decode(opener: Callable[[], Image.Image], name: str, limit: int, path: Path | None) -> LoadedImage:
+    """Open and decode under our pixel cap; every failure, whatever its type, is a ``UserError``."""
+    try:
+        with _pil_limit(limit), opener() as im:
+            return _from_pil(im, name, limit, path, opener)
+    except UserError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UserError(_bomb_message(name, exc, limit)) from None
+    except MemoryError:
+        raise UserError(
+            f"{name} is too large to decode in the memory available; lower --max-pixels"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - hostile files reach code paths no test thought of
+        logger.debug("decoding %s failed", name, exc_info=True)
+        raise UserError(
+            f"{name} is corrupt and cannot be decoded ({type(exc).__name__}: {one_line(exc)})"
+        ) from None
 
 
 def load_image(source: Any, max_pixels: int | None = None) -> LoadedImage:
@@ -543,7 +723,7 @@ def load_image(source: Any, max_pixels: int | None = None) -> LoadedImage:
     ``LoadedImage`` (returned as is). ``max_pixels`` is the decompression-bomb limit (default
     ``$RECOLORIZE_MAX_PIXELS`` or 100 MP). Every unusable input raises ``UserError``.
     """
-    limit = _max_pixels(max_pixels)
+    limit = resolve_max_pixels(max_pixels)
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, np.ndarray):
@@ -552,30 +732,29 @@ def load_image(source: Any, max_pixels: int | None = None) -> LoadedImage:
         filename = getattr(source, "filename", "") or ""
         if isinstance(source, ImageFile.ImageFile) and source.tile and filename and Path(filename).is_file():
             return load_image(Path(filename), limit)  # not decoded yet: read it ourselves (16-bit, checks)
-        with _pil_limit(limit):
-            return _from_pil(source, filename or "the image", limit, None, None)
+        try:
+            with _pil_limit(limit):
+                return _from_pil(source, filename or "the image", limit, None, None)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - same promise as for files
+            raise UserError(f"{filename or 'the image'} cannot be decoded ({one_line(exc)})") from None
     if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         data = bytes(source) if not hasattr(source, "read") else source.read()
         name = getattr(source, "name", None) or "the uploaded image"
 
         def opener() -> Image.Image:
-            return _open(io.BytesIO(data), name)
+            return _open(io.BytesIO(data), name, limit)
 
-        with _pil_limit(limit), opener() as im:
-            return _from_pil(im, name, limit, None, opener)
+        return _decode(opener, name, limit, None)
     path = Path(source)
-    if not path.exists():
-        raise UserError(f"{path} does not exist")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, not an image file")
-    if not os.access(path, os.R_OK):
-        raise UserError(f"{path} is not readable (permission denied)")
+    check_regular_file(path)
 
     def path_opener() -> Image.Image:
-        return _open(path, str(path))
+        check_regular_file(path)  # again: the 16-bit pass reopens it
+        return _open(path, str(path), limit)
 
-    with _pil_limit(limit), path_opener() as im:
-        return _from_pil(im, str(path), limit, path, path_opener)
+    return _decode(path_opener, str(path), limit, path)
 
 
 # ---------------------------------------------------------------------------------------------- save

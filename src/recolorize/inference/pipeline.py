@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from recolorize.config import ModelConfig
-from recolorize.errors import UserError
+from recolorize.errors import UserError, WeightsError, one_line
 from recolorize.inference.fullres import full_resolution_transfer, resize_for_network
 from recolorize.inference.image_io import LoadedImage, load_image, to_pil
 from recolorize.networks.model import RecolorModel
@@ -47,6 +47,7 @@ __all__ = [
     "ImageInput",
     "DIRECT_BAND_PIXELS",
     "default_full_resolution",
+    "check_device",
 ]
 
 #: Full-resolution pixels per band of the direct rendering: ~100 styles x 4 bytes x 9 taps stay ~100 MB.
@@ -63,6 +64,22 @@ ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
 def default_full_resolution(config: ModelConfig) -> str:
     """The full-resolution path a model uses unless told otherwise (docs/results.md measures both)."""
     return "direct" if config.generator == "pointwise" else "affine"
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that exists here; ``UserError`` for a typo or a missing CUDA device."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {str(device)!r}; use cpu or cuda (or cuda:N)") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {str(device)!r}; use cpu or cuda (or cuda:N)")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA device is available")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return parsed
 
 
 def default_weights_path() -> Path:
@@ -119,18 +136,19 @@ class Recolorizer:
         """Load weights (``.safetensors`` with its ``.json`` config beside it); None = the shipped model.
 
         full_resolution: "affine" or "direct" (see ``__init__``); None picks the model's default.
+        Bad weights (missing, not safetensors, truncated, a config or tensors that do not fit) raise
+        ``WeightsError``, a ``ValueError`` with one line naming the file; nothing is ever unpickled.
         """
         weights = Path(path) if path is not None else default_weights_path()
         if weights.is_dir():
             weights = weights / "model.safetensors"
-        if not weights.is_file():
-            raise UserError(f"model weights not found: {weights}")
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA device is available")
+        device = check_device(device)
         try:
             model = RecolorModel.load(weights, device=device)
-        except (ValueError, OSError, RuntimeError) as error:
-            raise UserError(f"cannot load model weights {weights}: {error}") from error
+        except WeightsError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the promise is one clear error, never a traceback
+            raise WeightsError(f"cannot load model weights {weights}: {one_line(error)}") from None
         if full_resolution is None:
             full_resolution = default_full_resolution(model.config)
         return cls(model, device, full_resolution)

