@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +25,7 @@ __all__ = [
     "TRAIN_CONFIGS",
     "get_config",
     "get_train_config",
+    "model_config_from_json",
     "NUM_STYLES",
 ]
 
@@ -80,6 +83,10 @@ class ModelConfig:
     colour_statistics: P_W adds a code of both images' colour statistics (Lab mean, spread and quantiles,
         RGB quantiles) to w before the ASPP heads: an alignment-free global descriptor (E_w was trained on
         aligned pairs, the stage-3 pairs are not aligned).
+    local_transfer: the colour hint also carries the spread of the warped reference cell and the source
+        cell's own mean and spread, and f reads a per-pixel local colour transfer (Reinhard per cell along
+        the correspondence, L*a*b* mean and spread): where the match is right that is nearly the answer
+        (MAE 1.6 on aligned pairs against MKL's 5.5), and f learns where to trust it.
     """
 
     name: str
@@ -98,6 +105,7 @@ class ModelConfig:
     colour_correspondence: bool = False
     prior: ColourPrior = "none"
     colour_statistics: bool = False
+    local_transfer: bool = False
 
     def __post_init__(self) -> None:
         if self.resolution % 64:
@@ -112,6 +120,8 @@ class ModelConfig:
             raise ValueError("a colour prior and the colour correspondence need the pointwise generator")
         if self.colour_correspondence and self.semantic_backbone != "efficientnet_lite0":
             raise ValueError("the colour correspondence uses EfficientNet-Lite0's 1/8 features")
+        if self.local_transfer and not self.colour_correspondence:
+            raise ValueError("local_transfer needs the colour correspondence")
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Return a copy with fields changed; ``ablations`` may be given as a dict of switches."""
@@ -128,6 +138,85 @@ class ModelConfig:
         data["generator_channels"] = tuple(data["generator_channels"])
         data["ablations"] = Ablations(**data.get("ablations", {}))
         return cls(**data)
+
+
+#: Bounds of integer fields in a config read from a file: a model that big would not fit in memory, and
+#: building it must stay cheap enough to check it against the weight file before anything is allocated.
+_INT_BOUNDS: dict[str, tuple[int, int]] = {"resolution": (64, 4096), "pointwise_layers": (1, 32)}
+_DEFAULT_INT_BOUNDS = (1, 4096)
+
+
+def model_config_from_json(data: object) -> ModelConfig:
+    """A ``ModelConfig`` from untrusted JSON (a ``model.json`` or a weight file's metadata), strictly.
+
+    Unlike ``from_dict`` (for our own files), every key must be a known field, every value of the
+    field's type and within bounds, so a hand-edited or hostile file is one clear ``ValueError`` and
+    never a ``TypeError`` deep inside a network constructor or a huge allocation.
+    """
+    config = _dataclass_from_json(ModelConfig, data, "config")
+    assert isinstance(config, ModelConfig)
+    return config
+
+
+def _dataclass_from_json(cls: type, data: object, where: str) -> object:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in fields)
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {', '.join(repr(k[:40]) for k in unknown[:5])}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{where} lacks the key(s) {', '.join(map(repr, missing))}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _json_value(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _json_value(kind: Any, value: object, where: str) -> object:
+    """``value`` checked against the field type ``kind`` (and converted: lists to tuples)."""
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if typing.get_origin(kind) is Literal:
+        allowed = typing.get_args(kind)
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            raise ValueError(f"{where} must be one of {', '.join(map(repr, allowed))}, got {shown}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {shown}")
+        return value
+    if kind is int:
+        low, high = _INT_BOUNDS.get(where.rsplit(".", 1)[-1], _DEFAULT_INT_BOUNDS)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{where} must be an integer, got {shown}")
+        if not low <= value <= high:
+            raise ValueError(f"{where} must be between {low} and {high}, got {value}")
+        return value
+    if kind is float:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"{where} must be a number, got {shown}")
+        if value <= 0:
+            raise ValueError(f"{where} must be positive, got {value}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str) or not 0 < len(value) <= 100:
+            raise ValueError(f"{where} must be a name (1-100 characters), got {shown}")
+        return value
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, list | tuple) or len(value) > 16:
+            raise ValueError(f"{where} must be a list of integers, got {shown}")
+        item = typing.get_args(kind)[0]
+        return tuple(_json_value(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(kind):
+        return _dataclass_from_json(kind, value, where)
+    raise ValueError(f"{where}: cannot read a value of type {kind}")  # pragma: no cover - a new field type
 
 
 @dataclass(frozen=True)
