@@ -5,8 +5,12 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
+import struct
 import threading
+import time
 import uuid
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +256,235 @@ def test_one_model_job_at_a_time_and_a_bounded_queue(weights):
     release.set()
     first.join(10)
     assert state.run_job(lambda: "done") == "done" and len(running) == 1
+
+
+# --- hostile input (issue 12, items 9-13) ----------------------------------------------------------------
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` RGB pixels, with almost no pixel data (60 bytes)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def png_zlib_bomb(side: int) -> bytes:
+    """A valid black 1-bit PNG of ``side`` x ``side``: a few kB that inflate to side^2 pixels."""
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    idat = zlib.compress(row * side, 9)
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small real JPEG whose SOF0 header is edited to claim ``width`` x ``height``."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 200)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def small_photo(fmt: str = "PNG", exif: bytes | None = None) -> bytes:
+    """A 96x64 colour gradient (the models work at 64 px; a photo need not be real for these checks)."""
+    y, x = np.mgrid[0:64, 0:96]
+    rgb = np.stack([x * 2.6, y * 3.9, 255 - x * 2.6], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt, **({"exif": exif} if exif else {}))
+    return buf.getvalue()
+
+
+def text_orientation_exif() -> bytes:
+    """EXIF whose Orientation (0x0112) is the ASCII text "ab" instead of a number 1-8."""
+    entry = struct.pack("<HHI", 0x0112, 2, 3) + b"ab\0\0"
+    return b"Exif\0\0II*\0" + struct.pack("<IH", 8, 1) + entry + struct.pack("<I", 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "words"),
+    [
+        ("png50k.png", lambda: png_header_only(50_000, 50_000), "possible decompression bomb"),
+        ("jpeg65k.jpg", lambda: jpeg_claiming(65_500, 65_500), "possible decompression bomb"),
+        ("zbomb.png", lambda: png_zlib_bomb(8_000), "8000x8000 = 64,000,000 pixels"),
+    ],
+)
+def test_decompression_bombs_are_refused_from_the_header(server, name, make, words):
+    data = make()
+    assert len(data) < 20_000  # tiny files that claim billions of pixels
+    start = time.perf_counter()
+    status, _, body = upload(server, {"source": (name, data), "reference": ("r.png", small_photo())})
+    assert status == 413, body
+    message = json.loads(body)["error"]
+    assert name in message and words in message and "the limit is 40,000,000 pixels" in message, message
+    assert time.perf_counter() - start < 5  # refused from the header, nothing inflated
+
+
+def test_text_orientation_jpeg_is_never_a_server_error(server):
+    jpeg = small_photo("JPEG", exif=text_orientation_exif())
+    with Image.open(io.BytesIO(jpeg)) as im:
+        assert im.getexif().get(0x0112) == "ab"
+    for role in ("source", "reference"):
+        other = "reference" if role == "source" else "source"
+        status, _, body = upload(server, {role: ("ab.jpg", jpeg), other: ("o.png", small_photo())})
+        assert status < 500, body
+        if status == 200:  # image_io takes the text as orientation 1: the whole round trip works
+            key = json.loads(body)["id"]
+            assert request(server, "GET", f"/api/download/{key}?strength=1")[0] == 200
+        else:
+            assert "ab.jpg" in json.loads(body)["error"]
+
+
+def test_any_decoder_failure_is_a_4xx_with_the_file_named(server, monkeypatch):
+    """Whatever a decoder raises on a crafted file (here the ValueError a text Orientation once raised)."""
+    import recolorize.app.server as app_server
+
+    def broken_decoder(stream, max_pixels=None):
+        raise ValueError("invalid literal for int() with base 10: 'ab'")
+
+    monkeypatch.setattr(app_server, "load_image", broken_decoder)
+    status, _, body = upload(
+        server, {"source": ("ab.jpg", small_photo("JPEG")), "reference": ("r.png", b"x")}
+    )
+    assert status == 400
+    message = json.loads(body)["error"]
+    assert "source image (ab.jpg)" in message and "could not be decoded" in message and "'ab'" in message
+
+
+def raw_exchange(srv, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a raw socket, keep it open for writing, and read until the server closes."""
+    with socket.create_connection(srv.server_address[:2], timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def post_head(srv, length: str, extra: str = "") -> bytes:
+    host, port = srv.server_address[:2]
+    return (
+        f"POST /api/prepare HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-data; "
+        f"boundary=b\r\nContent-Length: {length}\r\n{extra}\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "+5", "1_000", "0x10", "", "99999999999999999999"])
+def test_bad_content_length_is_refused_before_any_body_is_read(server, length):
+    """The body is never sent and the socket stays open: a server that waited for it would hang."""
+    start = time.perf_counter()
+    answer = raw_exchange(server, post_head(server, length))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"Connection: close" in answer and b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]
+    assert time.perf_counter() - start < 5
+
+
+def test_missing_length_and_chunked_uploads_are_refused(server):
+    host, port = server.server_address[:2]
+    no_length = f"POST /api/prepare HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    assert raw_exchange(server, no_length).startswith(b"HTTP/1.1 411 ")
+    chunked = post_head(server, "5", "Transfer-Encoding: chunked\r\n")
+    assert raw_exchange(server, chunked).startswith(b"HTTP/1.1 400 ")
+
+
+def test_cross_origin_posts_are_refused(server):
+    files = {"source": ("s.png", small_photo()), "reference": ("r.png", small_photo())}
+    body, content_type = multipart(files)
+    host, port = server.server_address[:2]
+    before = server.state.cached_ids()
+    for origin in (
+        "https://evil.example",
+        "null",
+        f"http://{host}:{port + 1}",
+        f"https://{host}:{port}",
+        "http://localhost.evil.example",
+    ):
+        headers = {"Content-Type": content_type, "Origin": origin}
+        status, _, answer = request(server, "POST", "/api/prepare", body, headers)
+        assert status == 403 and "other web pages" in json.loads(answer)["error"], origin
+    assert server.state.cached_ids() == before  # nothing was processed
+    # the app's own page (what a browser sends for a same-origin fetch) and clients without Origin work
+    for headers in ({"Origin": f"http://{host}:{port}"}, {}):
+        status, _, answer = request(
+            server, "POST", "/api/prepare", body, {"Content-Type": content_type, **headers}
+        )
+        assert status == 200, answer
+
+
+def test_size_messages_never_read_the_same_and_server_header_has_no_version(server):
+    from recolorize.app.server import _mb_pair
+
+    assert _mb_pair(300_000, 100_000) == ("0.3 MB", "0.1 MB")
+    assert _mb_pair(100_001, 100_000) == ("0.100001 MB", "0.1 MB")
+    assert _mb_pair(149_999, 100_000) == ("0.15 MB", "0.1 MB")
+    status, headers, body = upload(
+        server, {"source": ("big.png", b"\0" * (MAX_UPLOAD + 10)), "reference": ("r.png", small_photo())}
+    )
+    assert status == 413
+    assert "is 1.00001 MB; the limit is 1.0 MB" in json.loads(body)["error"]
+    answers = [headers, request(server, "GET", "/")[1], request(server, "GET", "/missing")[1]]
+    host, port = server.server_address[:2]
+    unknown_method = f"BREW / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+    bad_request_line = raw_exchange(server, unknown_method)  # answered by the base class's send_error
+    assert bad_request_line.startswith(b"HTTP/1.1 501 ")
+    assert b"\r\nServer: recolorize-app\r\n" in bad_request_line
+    for answer in answers:
+        assert answer["Server"] == "recolorize-app"
+    assert b"Python" not in bad_request_line
+
+
+@pytest.fixture()
+def strict_server(weights):
+    """A server with a short idle timeout, a short upload deadline and room for 3 connections."""
+    from recolorize.inference.pipeline import Recolorizer
+
+    config = AppConfig(max_connections=3, idle_timeout_s=1.0, body_timeout_s=1.5, preview_size=256)
+    srv = create_server(Recolorizer.from_pretrained(weights), port=0, config=config)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(10)
+
+
+def test_idle_connections_time_out_and_connections_are_bounded(strict_server):
+    address = strict_server.server_address[:2]
+    idle = [socket.create_connection(address, timeout=10) for _ in range(3)]
+    try:
+        time.sleep(0.3)  # the server has accepted them: all 3 slots are held by silent clients
+        start = time.perf_counter()
+        with socket.create_connection(address, timeout=10) as extra:
+            answer = extra.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer  # told at once, not queued behind them
+        assert time.perf_counter() - start < 1
+        for sock in idle:  # the idle timeout closes each silent connection: recv sees the end
+            assert sock.recv(1) == b""
+        assert time.perf_counter() - start < 8
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 10  # slots are free again
+    while (status := request(strict_server, "GET", "/")[0]) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status == 200
+
+
+def test_a_dripping_upload_is_cut_off(strict_server):
+    """One byte every 0.3 s never trips the idle timeout, but the whole body has a deadline."""
+    start = time.perf_counter()
+    with socket.create_connection(strict_server.server_address[:2], timeout=10) as sock:
+        sock.sendall(post_head(strict_server, "1000"))
+        sock.settimeout(0.3)
+        answer = b""
+        for _ in range(40):  # 12 s of dripping at most; stop as soon as the server answers
+            sock.sendall(b"x")
+            try:
+                answer = sock.recv(65536)
+                break
+            except TimeoutError:
+                continue
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert time.perf_counter() - start < 8

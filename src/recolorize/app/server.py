@@ -18,10 +18,18 @@ Endpoints (``ID`` is an opaque upload id)::
     GET  /api/download/ID?strength=S the full-resolution result with the source's ICC/EXIF/alpha
 
 Resource limits: request bodies are refused above ``max_upload_bytes`` per image (checked from
-Content-Length before anything is read, then per file); every model or decoding job runs under one
-lock (one job at a time, others wait in line, and at most ``max_waiting`` requests may wait before
-the server answers 503); prepared pairs are kept in an LRU of ``cache_size`` entries. Everything is
-held in memory: no temporary files are written.
+Content-Length before anything is read, then per file; a missing, negative or non-numeric length is
+refused at once), and a body must arrive within ``body_timeout_s``; every socket times out after
+``idle_timeout_s`` without traffic and at most ``max_connections`` connections are served at once (the
+next one gets a 503 and is closed); images are checked against ``max_pixels`` from their header before
+they are decoded, and any decoding failure is the file's fault (4xx), never the server's (500); every
+model or decoding job runs under one lock (one job at a time, others wait in line, and at most
+``max_waiting`` requests may wait before the server answers 503); prepared pairs are kept in an LRU of
+``cache_size`` entries. Everything is held in memory: no temporary files are written.
+
+Cross-site use: on a loopback address only requests for a loopback Host name are answered (DNS
+rebinding), and a POST whose ``Origin`` is not this server's own origin is refused (403), so a web
+page the user visits cannot drive the app.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import secrets
 import socket
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -48,7 +57,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from recolorize.app import (
     DEFAULT_CACHE_SIZE,
@@ -71,6 +80,10 @@ logger = logging.getLogger(__name__)
 
 #: Requests allowed to wait for the model lock before the server answers 503.
 DEFAULT_MAX_WAITING = 8
+#: Seconds a connection may stay silent (idle keep-alive, a stalled upload) before it is closed.
+DEFAULT_IDLE_TIMEOUT_S = 20.0
+#: Connections served at once; a browser opens about 6, so this leaves room for several tabs.
+DEFAULT_MAX_CONNECTIONS = 32
 
 #: The file types the app decodes (Pillow would open more, some through external programs).
 ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF", "MPO")
@@ -78,6 +91,7 @@ _DOWNLOAD_FORMATS = {"JPEG": ("JPEG", "jpg"), "MPO": ("JPEG", "jpg"), "TIFF": ("
 _DOWNLOAD_FORMATS.update({"PNG": ("PNG", "png"), "WEBP": ("WEBP", "webp")})
 _MULTIPART_OVERHEAD = 64 * 1024
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_LENGTH_RE = re.compile(r"^[0-9]{1,15}$")
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -109,6 +123,9 @@ class AppConfig:
     preview_size: int = DEFAULT_PREVIEW_SIZE
     max_waiting: int = DEFAULT_MAX_WAITING
     job_timeout_s: float = 300.0
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    body_timeout_s: float = 120.0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 @dataclass
@@ -125,8 +142,33 @@ class Session:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _human_mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+def _mb_pair(size: int, limit: int) -> tuple[str, str]:
+    """``size`` and ``limit`` in MB with just enough decimals that they read differently.
+
+    "0.1 MB; the limit is 0.1 MB" tells the user nothing, so a decimal is added until they differ.
+    """
+    for digits in range(1, 7):
+        a, b = f"{size / 1_000_000:.{digits}f}", f"{limit / 1_000_000:.{digits}f}"
+        if a != b:
+            b = b.rstrip("0")  # the limit is usually round: 1.0 MB, not 1.00000 MB
+            return f"{a} MB", f"{b}0 MB" if b.endswith(".") else f"{b} MB"
+    return f"{size:,} bytes", f"{limit:,} bytes"
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether an ``Origin`` header names the server a request was addressed to (``Host``), over http."""
+    try:
+        theirs = urlsplit(origin.strip())
+        ours = urlsplit("http://" + host.strip())
+        return (
+            theirs.scheme.lower() == "http"
+            and bool(theirs.hostname)
+            and theirs.hostname == ours.hostname
+            and (theirs.port or 80) == (ours.port or 80)
+            and theirs.path in ("", "/")
+        )
+    except ValueError:  # a port that is not a number, a malformed IPv6 literal
+        return False
 
 
 def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, bytes]]:
@@ -201,6 +243,10 @@ class AppState:
             raise UserError(f"the preview size must be at least 64 pixels, got {config.preview_size}")
         if config.max_upload_bytes < 1:
             raise UserError("the upload limit must be positive")
+        if config.max_connections < 1:
+            raise UserError(f"the server must accept at least one connection, got {config.max_connections}")
+        if not config.idle_timeout_s > 0 or not config.body_timeout_s > 0:
+            raise UserError("the idle and upload timeouts must be positive")
         self.recolorizer = recolorizer
         self.config = config
         self._job_lock = threading.Lock()
@@ -257,23 +303,59 @@ class AppState:
         name = f"the {role} image" + (f" ({filename})" if filename else "")
         if not data:
             raise HTTPProblem(HTTPStatus.BAD_REQUEST, f"{name} is empty")
-        try:
-            with Image.open(io.BytesIO(data)) as probe:
-                fmt = probe.format
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-            fmt = None  # load_image below explains what is wrong
+        limit = self.config.max_pixels
+        fmt, size = self._probe(data, name)
         if fmt is not None and fmt not in ALLOWED_FORMATS:
             raise HTTPProblem(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 f"{name} is a {fmt} file; the app accepts JPEG, PNG, TIFF, WebP, BMP and GIF images",
             )
+        if size is not None and size[0] * size[1] > limit:  # from the header: nothing decoded yet
+            raise HTTPProblem(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"{name} is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels; "
+                f"the limit is {limit:,} pixels",
+            )
         stream = io.BytesIO(data)
         stream.name = name  # load_image names the file in its messages
         try:
-            return load_image(stream, max_pixels=self.config.max_pixels)
+            return load_image(stream, max_pixels=limit)
         except UserError as error:
             status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE if fmt is None else HTTPStatus.BAD_REQUEST
             raise HTTPProblem(status, str(error)) from error
+        except MemoryError:
+            raise HTTPProblem(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{name} is too large to decode in memory"
+            ) from None
+        except Exception as error:  # a decoder choking on a crafted file is the file's fault, not ours
+            logger.info("could not decode %s", name, exc_info=True)
+            raise HTTPProblem(
+                HTTPStatus.BAD_REQUEST, f"{name} could not be decoded ({type(error).__name__}: {error})"
+            ) from error
+
+    def _probe(self, data: bytes, name: str) -> tuple[str | None, tuple[int, int] | None]:
+        """Format and size from the file's header (Pillow reads no pixels here); (None, None) if unknown.
+
+        Pillow refuses headers over twice its own limit with ``DecompressionBombError``, which is an
+        answer (the image is too large), not a server error; anything else it raises means "not an
+        image we can read", which ``load_image`` then explains in its own words.
+        """
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as probe:
+                    return probe.format, probe.size
+        except Image.DecompressionBombError:
+            pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            if self.config.max_pixels <= pillow_limit:
+                raise HTTPProblem(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"{name} has more than {pillow_limit:,} pixels (a possible decompression bomb); "
+                    f"the limit is {self.config.max_pixels:,} pixels",
+                ) from None
+            return None, None  # a limit above Pillow's: load_image raises Pillow's limit itself
+        except Exception:  # not an image Pillow can read: load_image says why
+            return None, None
 
     def prepare(self, source: tuple[str, bytes], reference: tuple[str, bytes]) -> tuple[str, Session]:
         """Decode both images and run the predictor once (under the job lock); cache the pair."""
@@ -326,7 +408,17 @@ class AppHandler(BaseHTTPRequestHandler):
 
     server: AppServer
     server_version = "recolorize-app"
+    sys_version = ""  # the Server header names the app only: no Python version for a scanner to match
     protocol_version = "HTTP/1.1"
+    _body_read = True  # False while a POST's body is still unread (then the connection must close)
+
+    def setup(self) -> None:
+        """Give the socket the idle timeout before anything is read (StreamRequestHandler applies it)."""
+        self.timeout = self.server.state.config.idle_timeout_s
+        super().setup()
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         logger.debug("%s %s", self.address_string(), format % args)
@@ -362,7 +454,15 @@ class AppHandler(BaseHTTPRequestHandler):
             self._check_host()
             method()
         except HTTPProblem as problem:
+            if not self._body_read:  # the unread body would be parsed as the next request
+                self.close_connection = True
             self._problem(problem)
+        except TimeoutError:  # the client went silent mid-request: answer if it still listens, then close
+            self.close_connection = True
+            try:
+                self._json(HTTPStatus.REQUEST_TIMEOUT, {"error": "the request timed out"})
+            except OSError:
+                pass
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception:  # a bug: log it, answer 500 without the traceback
@@ -386,7 +486,62 @@ class AppHandler(BaseHTTPRequestHandler):
         self._guarded(self._get)
 
     def do_POST(self) -> None:  # noqa: N802
-        self._guarded(self._post)
+        self._body_read = False
+        try:
+            self._guarded(self._post)
+        finally:
+            self._body_read = True
+
+    def _check_origin(self) -> None:
+        """Refuse a POST sent by a page of another origin: a web site the user visits must not drive us.
+
+        Browsers send ``Origin`` with every cross-origin POST (and with same-origin ones); it must name
+        the very server the request is addressed to. Clients that send no Origin (curl, scripts) are not
+        a browser acting for a web site and pass.
+        """
+        origin = self.headers.get("Origin")
+        if origin is not None and not _same_origin(origin, self.headers.get("Host") or ""):
+            raise HTTPProblem(
+                HTTPStatus.FORBIDDEN, "requests from other web pages are refused; open the app's own page"
+            )
+
+    def _content_length(self) -> int:
+        """The body's length from a single, plain decimal Content-Length; refused before reading anything.
+
+        ``int()`` alone would accept "-1" (then ``read(-1)`` reads until the client stops), "+5" or
+        "1_000"; chunked bodies are not supported (browsers always send a length for a form).
+        """
+        values = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise HTTPProblem(
+                HTTPStatus.BAD_REQUEST, "chunked uploads are not supported; send a Content-Length"
+            )
+        if not values:
+            raise HTTPProblem(HTTPStatus.LENGTH_REQUIRED, "the upload has no Content-Length")
+        text = values[0].strip()
+        if any(v.strip() != text for v in values) or not _LENGTH_RE.match(text):
+            raise HTTPProblem(
+                HTTPStatus.BAD_REQUEST, f"the upload's Content-Length {values[0][:40]!r} is not a byte count"
+            )
+        return int(text)
+
+    def _read_body(self, length: int) -> bytes:
+        """Exactly ``length`` bytes, within ``body_timeout_s`` in all: the idle timeout bounds each read
+        only, and a client dripping one byte at a time would otherwise hold its thread for hours."""
+        deadline = time.monotonic() + self.server.state.config.body_timeout_s
+        body = bytearray(length)
+        view = memoryview(body)
+        done = 0
+        while done < length:
+            if time.monotonic() > deadline:
+                raise HTTPProblem(HTTPStatus.REQUEST_TIMEOUT, "the upload took too long; try again")
+            n = self.rfile.readinto1(view[done : min(length, done + (1 << 20))])
+            if not n:
+                raise HTTPProblem(HTTPStatus.BAD_REQUEST, "the upload was cut off")
+            done += n
+        view.release()
+        self._body_read = True
+        return bytes(body)
 
     def _get(self) -> None:
         url = urlsplit(self.path)
@@ -444,23 +599,18 @@ class AppHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path != "/api/prepare":
             raise HTTPProblem(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
+        self._check_origin()
         state = self.server.state
         limit = state.config.max_upload_bytes
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self.close_connection = True
-            raise HTTPProblem(HTTPStatus.LENGTH_REQUIRED, "the upload has no Content-Length") from None
+        length = self._content_length()
         if length > 2 * limit + _MULTIPART_OVERHEAD:
             self._discard(length)
+            upload, each = _mb_pair(length, limit)
             raise HTTPProblem(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"the upload is {_human_mb(length)}; each image may be at most {_human_mb(limit)}",
+                f"the upload is {upload}; each image may be at most {each}",
             )
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            raise HTTPProblem(HTTPStatus.BAD_REQUEST, "the upload was cut off")
+        body = self._read_body(length)
         fields = parse_multipart(body, self.headers.get("Content-Type", ""))
         del body
         for role in ("source", "reference"):
@@ -469,9 +619,9 @@ class AppHandler(BaseHTTPRequestHandler):
             filename, data = fields[role]
             if len(data) > limit:
                 label = f"the {role} image" + (f" ({filename})" if filename else "")
+                size, most = _mb_pair(len(data), limit)
                 raise HTTPProblem(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"{label} is {_human_mb(len(data))}; the limit is {_human_mb(limit)}",
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{label} is {size}; the limit is {most}"
                 )
         key, session = state.prepare(fields["source"], fields["reference"])
         src = session.prepared.source
@@ -513,6 +663,7 @@ class AppServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: AppState) -> None:
         self.state = state
         self.loopback_only = _is_loopback(address[0])
+        self._slots = threading.BoundedSemaphore(state.config.max_connections)
         self._static_cache: dict[str, bytes] = {}
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -523,6 +674,42 @@ class AppServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}/"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread if a slot is free; else answer 503 at once and close it.
+
+        Without the bound, every half-open connection would hold a thread until it timed out.
+        """
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """A short 503 written from the accepting thread (it fits in the socket buffer), then close."""
+        body = json.dumps({"error": "the server has too many open connections; try again in a moment"})
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nServer: recolorize-app\r\n"
+            "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            request.settimeout(1.0)
+            request.sendall(head.encode("ascii") + body.encode())
+        except OSError:
+            pass
+        logger.info("refused a connection: %d already open", self.state.config.max_connections)
+        self.shutdown_request(request)
 
     def static(self, name: str) -> bytes:
         if name not in self._static_cache:

@@ -59,9 +59,11 @@ from recolorize.lpips import LPIPS, get_lpips
 from recolorize.networks.model import RecolorModel
 from recolorize.training.checkpoint import (
     CHECKPOINT_NAME,
+    PREVIOUS_CHECKPOINT_NAME,
     Checkpoint,
     capture_rng,
-    load_checkpoint,
+    has_checkpoint,
+    load_run_checkpoint,
     restore_rng,
     save_checkpoint,
     state_digest,
@@ -886,18 +888,31 @@ def train(request: TrainRequest) -> list[StageSummary]:
             dist.destroy_process_group()
 
 
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a run folder that names a file (or lies under one) before any work, in one line."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == run_dir else f"lies under {path}, which is a file"
+                raise UserError(f"--run {run_dir} {what}, not a folder; name a new or existing folder")
+            return
+
+
 def _train(request: TrainRequest, distributed: Distributed) -> list[StageSummary]:
     run_dir = request.run_dir
+    _check_run_dir(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    if request.resume and not checkpoint_path.is_file():
+    if request.resume and not has_checkpoint(run_dir):
         raise UserError(f"--resume: no {CHECKPOINT_NAME} in {run_dir}")
-    if not request.resume and checkpoint_path.is_file():
+    if not request.resume and has_checkpoint(run_dir):
         raise UserError(
             f"{run_dir} already holds a checkpoint: pass --resume to continue it, or use a new --run"
         )
     if not distributed.is_main:  # one copy of every message: rank 0 speaks for all
         logging.getLogger("recolorize").setLevel(logging.ERROR)
-    checkpoint = load_checkpoint(checkpoint_path) if request.resume else None
+    checkpoint = None
+    if request.resume:  # the latest checkpoint that verifies; a damaged one falls back to the previous
+        checkpoint, checkpoint_path = load_run_checkpoint(run_dir)
     init_model = _load_init(request.init) if request.init is not None and checkpoint is None else None
     model_config = _resolve_model_config(request, checkpoint, init_model.config if init_model else None)
     caches = [folder for folder in request.data if is_cache(folder)]
@@ -947,9 +962,13 @@ def _train(request: TrainRequest, distributed: Distributed) -> list[StageSummary
 
     metrics = MetricsLog(run_dir / "metrics.csv", distributed.is_main)
     if distributed.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(f".{CHECKPOINT_NAME}.*"):  # temporary file of a killed writer
-            stale.unlink(missing_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file in the way, no permission, a read-only disk
+            raise UserError(f"cannot create the run folder {run_dir}: {error.strerror or error}") from error
+        for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME):  # temporary files of a killed writer
+            for stale in run_dir.glob(f".{name}.*"):
+                stale.unlink(missing_ok=True)
         if checkpoint is None:
             metrics.reset()
         save_json(

@@ -39,6 +39,14 @@
     $("busy-text").textContent = text || "";
   }
   const mb = (n) => (n / 1e6).toFixed(1) + " MB";
+  // A size and its limit in MB, with as many decimals as it takes for them not to read the same.
+  function mbPair(size, limit) {
+    for (let digits = 1; digits < 7; digits++) {
+      const a = (size / 1e6).toFixed(digits), b = (limit / 1e6).toFixed(digits);
+      if (a !== b) return [a + " MB", b.replace(/0+$/, "").replace(/\.$/, ".0") + " MB"]; // 1.0, not 1.00000
+    }
+    return [`${size} bytes`, `${limit} bytes`];
+  }
 
   async function errorText(response) {
     try {
@@ -99,7 +107,8 @@
     if (file.size > state.maxUpload) {
       state.files[role] = null;
       zone.classList.add("invalid");
-      showError(`The ${role} image (${file.name}) is ${mb(file.size)}; the limit is ${mb(state.maxUpload)}.`);
+      const [size, limit] = mbPair(file.size, state.maxUpload);
+      showError(`The ${role} image (${file.name}) is ${size}; the limit is ${limit}.`);
       return;
     }
     state.files[role] = file;
