@@ -17,15 +17,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from recolorize.colour import lab_to_rgb
 from recolorize.config import NUM_STYLES, StageConfig, get_config
 from recolorize.networks.colour_prior import apply_colour_affine, mkl_affine
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import (
     HINT_CHANNELS,
+    LOCAL_HINT_CHANNELS,
     Conditioning,
     GuidedUpsampler,
     PointwiseGenerator,
     lab_features,
+    local_colour_transfer,
 )
 from recolorize.networks.predictor import cell_colour_stats
 
@@ -260,6 +263,81 @@ def test_colour_hint_follows_the_content_of_a_mirrored_reference(backbone) -> No
     unwarped_error = (unwarped - own).abs().mean().item()
     print(f"cell Lab error: warped {warped_error:.4f}, unwarped {unwarped_error:.4f}")
     assert warped_error < 0.5 * unwarped_error
+
+
+# --- 6b. the local colour transfer along the correspondence -------------------------------------------------
+def test_local_transfer_reproduces_a_per_cell_grade_from_an_aligned_reference() -> None:
+    """Each 16x16 cell of a photo graded by its own gain and offset in Lab: the local transfer computed from
+    the graded photo's cell statistics recovers it (what a perfect match gives), far better than MKL."""
+    source = load_photo(SOURCE_JPG, (64, 64))
+    generator = torch.Generator().manual_seed(0)
+    gain = 0.6 + 0.8 * torch.rand(1, 3, 4, 4, generator=generator)
+    offset = 0.2 * torch.rand(1, 3, 4, 4, generator=generator) - 0.1
+    lab = lab_features(source)
+    graded_lab = lab * F.interpolate(gain, size=(64, 64), mode="nearest") + F.interpolate(
+        offset, size=(64, 64), mode="nearest"
+    )
+    graded_lab[:, 0].clamp_(0.02, 0.98)
+    target = lab_to_rgb(graded_lab * 100.0).clamp(0, 1)
+    target_lab = lab_features(target)
+    own, theirs = cell_colour_stats(source, (4, 4)), cell_colour_stats(target, (4, 4))
+    hint = torch.cat([theirs[:, :3], torch.ones(1, 1, 4, 4), theirs[:, 3:], own], dim=1)
+    pixel_hint = F.interpolate(hint, size=(64, 64), mode="nearest")
+    local = local_colour_transfer(pixel_hint, lab)
+    mkl = lab_features(apply_colour_affine(mkl_affine(source, target), source).clamp(0, 1))
+    local_error = (local - target_lab).abs().mean().item()
+    mkl_error = (mkl - target_lab).abs().mean().item()
+    print(f"scaled-Lab error: local {local_error:.4f}, MKL {mkl_error:.4f}")
+    assert local_error < 0.3 * mkl_error
+
+
+def test_local_transfer_of_no_hint_is_the_pixel_itself() -> None:
+    lab = lab_features(load_photo(SOURCE_JPG, (32, 32)))
+    out = local_colour_transfer(torch.zeros(1, LOCAL_HINT_CHANNELS, 32, 32), lab)
+    assert torch.allclose(out, lab, atol=1e-6)
+
+
+def test_local_transfer_model_hint_layout_and_strength(backbone) -> None:
+    """With ``local_transfer`` P_W hands G 13 hint channels; strength fades only the confidence."""
+    config = get_config("tiny-pointwise").replace(local_transfer=True)
+    torch.manual_seed(0)
+    model = RecolorModel(config, semantic=backbone).eval()
+    source = load_photo(SOURCE_JPG, (64, 64))
+    reference = load_photo(REFERENCE_JPG, (64, 64))
+    with torch.no_grad():
+        maps, conditioning = model.predict(source, reference)
+        assert conditioning is not None and conditioning.hint is not None
+        assert conditioning.hint.shape == (1, LOCAL_HINT_CHANNELS, 8, 8)
+        assert torch.allclose(conditioning.hint[:, 7:], cell_colour_stats(source, (8, 8)), atol=1e-5)
+        half = conditioning.at_strength(0.5).hint
+        assert torch.equal(half[:, 3], conditioning.hint[:, 3] * 0.5)
+        assert torch.equal(half[:, 4:], conditioning.hint[:, 4:]) and torch.equal(
+            half[:, :3], conditioning.hint[:, :3]
+        )
+        with torch.no_grad():
+            model.generator.to_rgb.weight.normal_()
+            model.generator.layers[0].weight[:, -3:].zero_()
+        before = model.generate(source, maps, conditioning)
+        model.generator.layers[0].weight[:, -3:].normal_()
+        after = model.generate(source, maps, conditioning)
+    assert not torch.allclose(before, after)  # f reads the local transfer columns
+
+
+def test_with_local_transfer_keeps_the_self_reconstruction(backbone) -> None:
+    """Growing a trained model for the local transfer leaves G(I, W0) unchanged (strength 0, E_W stay valid)
+    and makes f read the match's colour with a reference."""
+    model = make_model("tiny-pointwise", backbone, random_rgb=True)
+    grown = model.with_local_transfer()
+    assert grown.config.local_transfer and not model.config.local_transfer
+    source = load_photo(SOURCE_JPG, (64, 64))
+    reference = load_photo(REFERENCE_JPG, (64, 64))
+    with torch.no_grad():
+        assert torch.allclose(grown.reconstruct(source), model.reconstruct(source), atol=1e-6)
+        old = model.generate(source, *model.predict(source, reference))
+        new = grown.generate(source, *grown.predict(source, reference))
+    assert (old - new).abs().mean() > 1e-4
+    with pytest.raises(ValueError):
+        grown.with_local_transfer()
 
 
 # --- 7. masking: every gradient stays finite (the temperature NaN) ------------------------------------------

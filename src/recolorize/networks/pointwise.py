@@ -42,12 +42,31 @@ __all__ = [
     "GuidedUpsampler",
     "PointwiseGenerator",
     "HINT_CHANNELS",
+    "LOCAL_HINT_CHANNELS",
     "lab_features",
+    "local_colour_transfer",
     "style_indices",
 ]
 
 #: Channels of the colour hint: warped reference colour (scaled Lab, 3) and match confidence (1).
 HINT_CHANNELS = 4
+#: With ``local_transfer``: those 4, then the warped reference cell's Lab spread (3) and the source cell's own
+#: Lab mean (3) and spread (3), from which f's local colour transfer is computed per pixel.
+LOCAL_HINT_CHANNELS = 13
+
+
+def local_colour_transfer(hint: torch.Tensor, guide: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    """Reinhard's transfer per cell along the correspondence, per pixel, in scaled Lab (B, 3, H, W):
+
+        local(x) = mu_R(x) + sigma_R(x) / sigma_S(x) * (lab(x) - mu_S(x))
+
+    with the cell statistics of a ``LOCAL_HINT_CHANNELS`` hint already carried to the pixels (the ratio
+    bounded to [1/4, 4] so flat cells do not explode). An all-zero hint (no reference) gives lab(x) itself.
+    """
+    mean_r, spread_r = hint[:, 0:3], hint[:, 4:7]
+    mean_s, spread_s = hint[:, 7:10], hint[:, 10:13]
+    ratio = ((spread_r + eps) / (spread_s + eps)).clamp(0.25, 4.0)
+    return mean_r + ratio * (guide - mean_s)
 
 
 def lab_features(image: torch.Tensor) -> torch.Tensor:
@@ -79,8 +98,8 @@ class Conditioning:
 
         prior = lerp_affine(self.prior, strength) if self.prior is not None else None
         hint = None
-        if self.hint is not None:
-            hint = torch.cat([self.hint[:, :3], self.hint[:, 3:] * strength], dim=1)
+        if self.hint is not None:  # only the confidence (channel 3) fades: a weaker pull toward the reference
+            hint = torch.cat([self.hint[:, :3], self.hint[:, 3:4] * strength, self.hint[:, 4:]], dim=1)
         return Conditioning(prior=prior, hint=hint)
 
 
@@ -180,8 +199,11 @@ class PointwiseGenerator(nn.Module):
         self.latent_dim = config.latent_dim
         self.use_prior = config.prior != "none"
         self.use_hint = config.colour_correspondence
+        self.local_transfer = config.local_transfer
+        self.hint_channels = LOCAL_HINT_CHANNELS if self.local_transfer else HINT_CHANNELS
         width = config.pointwise_width
         in_ch = 6 + (3 if self.use_prior else 0) + (HINT_CHANNELS if self.use_hint else 0)
+        in_ch += 3 if self.local_transfer else 0  # appended last: older weights extend with zero columns
         channels = [in_ch] + [width] * config.pointwise_layers
         self.layers = nn.ModuleList(
             ModulatedConv2d(channels[i], channels[i + 1], 1, config.latent_dim)
@@ -254,9 +276,14 @@ class PointwiseGenerator(nn.Module):
         if self.use_hint:
             hint = conditioning.hint
             if hint is None:
-                inputs.append(image.new_zeros(batch, HINT_CHANNELS, *image.shape[-2:]))
+                pixel_hint = image.new_zeros(batch, self.hint_channels, *image.shape[-2:])
             else:
-                inputs.append(upsample(hint.to(image.dtype)))
+                if hint.shape[1] != self.hint_channels:
+                    raise ValueError(f"hint needs {self.hint_channels} channels, got {hint.shape[1]}")
+                pixel_hint = upsample(hint.to(image.dtype))
+            inputs.append(pixel_hint[:, :HINT_CHANNELS])
+            if self.local_transfer:
+                inputs.append(local_colour_transfer(pixel_hint, guide))
         x = torch.cat(inputs, dim=1)
         styles = self.coarse_styles(latents)
         for conv, bias, style in zip(self.layers, self.biases, styles[:-1], strict=True):

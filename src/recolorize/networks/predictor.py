@@ -205,7 +205,10 @@ class WPredictor(nn.Module):
         reference_stats = cell_colour_stats(reference, tuple(fr.shape[-2:]))
         warped = warp_by_attention(logits, reference_stats, size, hard=False, temperature=1.0)
         own = cell_colour_stats(source, size)
-        return torch.cat([warped, confidence, own], dim=1), torch.cat([warped[:, :3], confidence], dim=1)
+        hint = [warped[:, :3], confidence]
+        if self.config.local_transfer:  # the layout of pointwise.LOCAL_HINT_CHANNELS
+            hint += [warped[:, 3:], own]
+        return torch.cat([warped, confidence, own], dim=1), torch.cat(hint, dim=1)
 
     def forward_with_hint(
         self,

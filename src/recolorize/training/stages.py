@@ -137,7 +137,10 @@ NO_HINT_FRACTION = 0.5
 
 
 def target_hint(
-    model: RecolorModel, target: torch.Tensor, generator: torch.Generator | None
+    model: RecolorModel,
+    target: torch.Tensor,
+    generator: torch.Generator | None,
+    image_in: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Stage 1's stand-in for P_W's colour hint: the target's own 1/8 cell colours with a random confidence.
 
@@ -145,17 +148,25 @@ def target_hint(
     similarity as confidence; here the target's cell means (what a perfect match would give) with a
     confidence drawn from [0.3, 1] per image, and no hint at all for a share :data:`NO_HINT_FRACTION`, so the
     generator learns to use a hint without depending on it. None when the config has no colour hint.
+    With ``local_transfer`` the hint also holds the target's cell spreads and ``image_in``'s own statistics.
     """
     if not model.config.colour_correspondence:
         return None
     from recolorize.networks.predictor import cell_colour_stats
 
     batch, _, height, width = target.shape
-    means = cell_colour_stats(target, (height // 8, width // 8))[:, :3]
+    cells = (height // 8, width // 8)
+    stats = cell_colour_stats(target, cells)
     draws = torch.rand(batch, 2, generator=generator, device=target.device)
     confidence = (0.3 + 0.7 * draws[:, :1]) * (draws[:, 1:] >= NO_HINT_FRACTION)
-    confidence = confidence[:, :, None, None].expand(-1, 1, *means.shape[-2:])
-    return torch.cat([means * (confidence > 0), confidence], dim=1)
+    confidence = confidence[:, :, None, None].expand(-1, 1, *cells)
+    present = confidence > 0
+    parts = [stats[:, :3] * present, confidence]
+    if model.config.local_transfer:
+        if image_in is None:
+            raise ValueError("the local transfer hint needs the input image's own statistics")
+        parts += [stats[:, 3:] * present, cell_colour_stats(image_in, cells) * present]
+    return torch.cat(parts, dim=1)
 
 
 class IdentityMixPairs(ColourPairDataset):
@@ -182,7 +193,9 @@ def _generator_forward(
     """Stage 1: I_G = G(I_in, E_w(I_in, I_out)) (identity pairs included, see :class:`IdentityMixPairs`)."""
     image_in, image_out = batch["input"], batch["output"]
     code = model.pair_code(image_in, image_out)  # w = E_w(I_in, I_out)
-    conditioning = model.pair_conditioning(image_in, image_out, target_hint(model, image_out, generator))
+    conditioning = model.pair_conditioning(
+        image_in, image_out, target_hint(model, image_out, generator, image_in)
+    )
     stride, phase = _pixel_grid(model, generator, pixel_stride)
     generated = model.generate(image_in, code, conditioning, stride, phase).float()  # I_G
     image_in, image_out = _sample(image_in, stride, phase), _sample(image_out, stride, phase)
