@@ -2,20 +2,38 @@
 
 Inside the library an image is sRGB float in [0, 1]. At the boundary we keep everything else a photo
 carries and hand it back on save: the EXIF block (with the orientation reset, because the pixels are
-stored upright), the embedded ICC profile (pixels are converted to sRGB for processing and back to the
-profile on save), the alpha channel (passed through bit-exactly) and the bit depth (16-bit PNG/TIFF in,
-16-bit out). Every way a file can be bad becomes a ``UserError`` naming the file.
+stored upright), the embedded ICC profile, the alpha channel (passed through bit-exactly) and the bit
+depth (16-bit PNG/TIFF in, 16-bit out). Every way a file can be bad becomes a ``UserError`` naming the
+file.
 
-Pillow has no 16-bit RGB mode: it decodes a 48/64-bit PNG or TIFF to 8 bits by keeping the high byte.
-Its decoder is told which byte to keep by the "raw mode", so decoding once more with the byte order
-swapped yields the low bytes, and ``high << 8 | low`` is the exact 16-bit image, still decoded entirely
-by Pillow's C code. Writing 16-bit RGB(A) uses a small PNG encoder here and ``tifffile`` for TIFF.
+Colour spaces. The network works in sRGB, so ``LoadedImage.rgb`` is the photo converted to sRGB and
+clipped to sRGB's gamut. A wide-gamut photo (Adobe RGB, Display P3, ProPhoto RGB; any RGB profile that
+is not sRGB) also keeps its own decoded samples, unclipped, in ``LoadedImage.samples``. Saving with
+``like=source`` treats the pixels as the source re-coloured and writes them in the source's profile:
+
+* a pixel equal to ``source.rgb`` is written as the source's own sample, so strength 0 returns the
+  decoded source bit-exactly (8 and 16 bits, any profile littleCMS can read);
+* for a matrix/TRC profile (the usual camera and editor RGB spaces) the change is carried into the
+  source's space, ``out = source + F(rendered) - F(source.rgb)`` with ``F`` the unclipped float
+  sRGB -> profile conversion (``icc.carry_edit``), and clipped once, at the end, in the source's
+  space: a colour the transfer does not move keeps its out-of-sRGB values, one it moves is moved by
+  the same amount as in sRGB. Adding the change (rather than converting the sRGB result back) is what
+  keeps the gamut: the sRGB rendering never held the out-of-gamut part of the colour;
+* a table-based (LUT) profile cannot be modelled in float here, so changed pixels take the old path:
+  littleCMS from 8-bit sRGB, clipped to sRGB's gamut (pixels left exactly unchanged still keep their
+  samples). Untagged and sRGB photos are sRGB throughout, as before.
+
+Pillow has no 16-bit RGB mode: it decodes a 48/64-bit PNG or TIFF to 8 bits by keeping the high
+byte. Its decoder is told which byte to keep by the "raw mode", so decoding once more with the byte
+order swapped yields the low bytes, and ``high << 8 | low`` is the exact 16-bit image, still decoded
+entirely by Pillow's C code. Writing 16-bit RGB(A) uses a small PNG encoder here and ``tifffile``
+for TIFF.
 
 Known limits: 16-bit grey+alpha PNGs are read at 8 bits (Pillow has no raw mode for their low bytes);
-16-bit data with a table-based (LUT) ICC profile is converted at 8-bit precision (matrix/TRC profiles,
-the usual camera and editor RGB spaces, are converted in float); CMYK and grey sources are written
-as sRGB RGB without their profile; EXIF is not written into 16-bit TIFF output; an already-decoded
-PIL image is taken at Pillow's 8 bits.
+16-bit data with a table-based (LUT) ICC profile is converted at 8-bit precision (matrix/TRC profiles
+are converted in float); CMYK and grey sources are written as sRGB RGB without their profile; a
+wide-gamut photo saved as BMP (no profile) is converted to sRGB and clipped; EXIF is not written into
+16-bit TIFF output; an already-decoded PIL image is taken at Pillow's 8 bits.
 
 Hostile files: only regular files are opened (a FIFO or device would block or never end); only the
 formats in ``READ_FORMATS`` are tried (no Ghostscript EPS, no font or icon containers); Pillow's
@@ -49,6 +67,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from recolorize.errors import UserError, one_line
+from recolorize.inference.icc import MatrixProfile, carry_edit, convert, srgb_profile
 from recolorize.io_utils import atomic_write
 
 __all__ = [
@@ -121,6 +140,9 @@ class LoadedImage:
     upright, in its original dtype (uint8 / uint16, or float32 for float arrays) so it can be written
     back bit-exactly. ``icc_profile`` and ``exif`` are the source's bytes (EXIF orientation already
     reset to 1). ``bit_depth`` is 8 or 16 per sample; ``greyscale`` says the source had no colour.
+    ``samples`` are the source's own decoded RGB samples (uint8 / uint16, upright, in its ICC
+    profile's space) when that profile is not sRGB, else None: ``rgb`` is clipped to sRGB, so the
+    saver needs them to write back what a re-colouring did not change, out-of-sRGB colours included.
     """
 
     rgb: np.ndarray
@@ -131,6 +153,7 @@ class LoadedImage:
     bit_depth: int = 8
     path: Path | None = None
     format: str | None = None
+    samples: np.ndarray | None = None
 
     @property
     def height(self) -> int:
@@ -309,89 +332,16 @@ def _cms(
         return None
 
 
-# --- matrix/TRC profiles in numpy, for 16-bit data (Pillow's colour management is 8-bit for RGB) ---
-
-
-def _s15(buf: bytes, off: int) -> float:
-    return struct.unpack_from(">i", buf, off)[0] / 65536.0
-
-
-def _parse_curve(icc: bytes, off: int) -> Callable[[np.ndarray], np.ndarray]:
-    sig = icc[off : off + 4]
-    if sig == b"curv":
-        (n,) = struct.unpack_from(">I", icc, off + 8)
-        if n == 0:
-            return lambda x: x
-        if n == 1:
-            gamma = struct.unpack_from(">H", icc, off + 12)[0] / 256.0
-            return lambda x: np.power(x, gamma)
-        table = np.frombuffer(icc, dtype=">u2", count=n, offset=off + 12).astype(np.float64) / 65535.0
-        grid = np.linspace(0.0, 1.0, n)
-        return lambda x: np.interp(x, grid, table)
-    if sig == b"para":
-        (kind,) = struct.unpack_from(">H", icc, off + 8)
-        nparams = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}[kind]
-        g, a, b, c, d, e, f = ([_s15(icc, off + 12 + 4 * i) for i in range(nparams)] + [0.0] * 7)[:7]
-        if kind == 0:
-            return lambda x: np.power(x, g)
-        if kind == 1:
-            return lambda x: np.where(x >= -b / a, np.power(np.maximum(a * x + b, 0), g), 0.0)
-        if kind == 2:
-            return lambda x: np.where(x >= -b / a, np.power(np.maximum(a * x + b, 0), g) + c, c)
-        if kind == 3:
-            return lambda x: np.where(x >= d, np.power(np.maximum(a * x + b, 0), g), c * x)
-        return lambda x: np.where(x >= d, np.power(np.maximum(a * x + b, 0), g) + e, c * x + f)
-    raise ValueError(f"unsupported curve type {sig!r}")
-
-
-def _matrix_shaper(icc: bytes) -> tuple[np.ndarray, list[Callable[[np.ndarray], np.ndarray]]] | None:
-    """(RGB->XYZ_D50 matrix, three encoded->linear curves) of a matrix/TRC profile, else None.
-
-    Profiles with A2B/B2A lookup tables are left to littleCMS (it prefers the tables), as are profiles
-    this small parser does not understand.
-    """
-    try:
-        (count,) = struct.unpack_from(">I", icc, 128)
-        tags = {}
-        for k in range(count):
-            sig, off, _size = struct.unpack_from(">4sII", icc, 132 + 12 * k)
-            tags[sig] = off
-        if any(t in tags for t in (b"A2B0", b"A2B1", b"B2A0", b"B2A1")):
-            return None
-        cols = []
-        for t in (b"rXYZ", b"gXYZ", b"bXYZ"):
-            off = tags[t]
-            cols.append([_s15(icc, off + 8 + 4 * i) for i in range(3)])
-        curves = [_parse_curve(icc, tags[t]) for t in (b"rTRC", b"gTRC", b"bTRC")]
-    except (KeyError, ValueError, struct.error):
-        return None
-    return np.array(cols, dtype=np.float64).T, curves
-
-
-def _invert(curve: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """Numerical inverse of a monotone [0,1] curve, accurate to ~1/65536 of the input scale."""
-    grid = np.linspace(0.0, 1.0, 65536 + 1)
-    values = np.maximum.accumulate(np.clip(curve(grid), 0.0, 1.0))
-    return lambda y: np.interp(y, values, grid)
+# --- matrix/TRC profiles in float maths (``icc.py``): Pillow's colour management is 8-bit and clips ---
 
 
 def _matrix_convert(rgb: np.ndarray, src_icc: bytes, dst_icc: bytes) -> np.ndarray | None:
-    """Float colour conversion between two matrix/TRC profiles (relative colorimetric), or None.
-
-    Runs in float64 over blocks of ~1 MP so a 12-MP photo never holds more than a few 24-MB temporaries.
-    """
-    src, dst = _matrix_shaper(src_icc), _matrix_shaper(dst_icc)
+    """Float colour conversion between two matrix/TRC profiles (relative colorimetric), clipped to the
+    destination's gamut as a display conversion is; None when either profile is not matrix/TRC."""
+    src, dst = MatrixProfile.from_icc(src_icc), MatrixProfile.from_icc(dst_icc)
     if src is None or dst is None:
         return None
-    m = np.linalg.solve(dst[0], src[0]).T  # src RGB linear -> dst RGB linear via XYZ D50
-    inverse = [_invert(curve) for curve in dst[1]]
-    out = np.empty(rgb.shape, dtype=np.float32)
-    rows = max(1, (1 << 20) // max(1, rgb.shape[1]))
-    for y in range(0, rgb.shape[0], rows):
-        x = rgb[y : y + rows].astype(np.float64)
-        lin = np.clip(np.stack([src[1][i](x[..., i]) for i in range(3)], axis=-1) @ m, 0.0, 1.0)
-        out[y : y + rows] = np.stack([inverse[i](lin[..., i]) for i in range(3)], axis=-1)
-    return out
+    return convert(rgb, src, dst, clip=True)
 
 
 # ---------------------------------------------------------------------------------------------- decode
@@ -483,8 +433,9 @@ def _unit(data: np.ndarray) -> np.ndarray:
     return out
 
 
-def _to_srgb(data: np.ndarray, space: str, icc: bytes | None, name: str) -> np.ndarray:
-    """Colour samples in ``space`` (possibly described by ``icc``) -> float32 sRGB (H, W, 3)."""
+def _to_srgb(data: np.ndarray, space: str, icc: bytes | None, name: str) -> tuple[np.ndarray, bool]:
+    """Colour samples in ``space`` (possibly described by ``icc``) -> float32 sRGB (H, W, 3), and whether
+    RGB samples were converted from a non-sRGB profile (then they differ from ``rgb``'s encoding)."""
     profile = _cms_profile(icc) if icc else None
     pspace = _profile_space(icc)
     usable = profile is not None and pspace == {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}[space]
@@ -497,25 +448,25 @@ def _to_srgb(data: np.ndarray, space: str, icc: bytes | None, name: str) -> np.n
     if space == "CMYK":
         cmyk = Image.fromarray(data, "CMYK")
         out = _cms(cmyk, profile, _srgb_profile(), "RGB") if usable else None
-        return (np.asarray(cmyk.convert("RGB")) if out is None else out).astype(np.float32) / 255.0
+        return (np.asarray(cmyk.convert("RGB")) if out is None else out).astype(np.float32) / 255.0, False
     if usable and data.dtype == np.uint8:
         out = _cms(Image.fromarray(data, "L" if space == "L" else "RGB"), profile, _srgb_profile(), "RGB")
         usable = out is not None
         if usable:
-            return out.astype(np.float32) / 255.0
+            return out.astype(np.float32) / 255.0, space == "RGB"
     if not usable:
         unit = _unit(data)
-        return np.repeat(unit[..., None], 3, axis=-1) if space == "L" else unit
+        return (np.repeat(unit[..., None], 3, axis=-1) if space == "L" else unit), False
     if space == "RGB":
         converted = _matrix_convert(_unit(data), icc, _srgb_profile().tobytes())
         if converted is not None:
-            return converted
+            return converted, True
         logger.warning("%s: 16-bit data with a table-based ICC profile is converted at 8-bit precision", name)
         eight = np.round(_unit(data) * 255.0).astype(np.uint8)
         out = _cms(Image.fromarray(eight, "RGB"), profile, _srgb_profile(), "RGB")
-        return (eight if out is None else out).astype(np.float32) / 255.0
+        return (eight if out is None else out).astype(np.float32) / 255.0, out is not None
     logger.info("%s: grey ICC profile on 16-bit data ignored (treated as sRGB tones)", name)
-    return np.repeat(_unit(data)[..., None], 3, axis=-1)
+    return np.repeat(_unit(data)[..., None], 3, axis=-1), False
 
 
 def _from_pil(
@@ -541,7 +492,7 @@ def _from_pil(
     if orientation != 1:
         data, alpha = _orient(data, orientation), (None if alpha is None else _orient(alpha, orientation))
     greyscale = _is_grey(data, space)
-    rgb = _to_srgb(data, space, icc, name)
+    rgb, converted = _to_srgb(data, space, icc, name)
     logger.debug(
         "loaded %s: %s %dx%d, %d-bit, icc=%s", name, fmt, rgb.shape[1], rgb.shape[0], depth, bool(icc)
     )
@@ -554,6 +505,7 @@ def _from_pil(
         bit_depth=depth,
         path=path,
         format=fmt,
+        samples=np.ascontiguousarray(data) if converted else None,
     )
 
 
@@ -614,7 +566,7 @@ def _from_array(array: np.ndarray, limit: int) -> LoadedImage:
         if a.shape[-1] == 1:
             a = a[..., 0]
     space = "L" if a.ndim == 2 else "RGB"
-    rgb = _to_srgb(a, space, None, name)
+    rgb, _ = _to_srgb(a, space, None, name)
     return LoadedImage(
         rgb=np.ascontiguousarray(rgb), alpha=alpha, greyscale=_is_grey(a, space), bit_depth=depth
     )
@@ -790,9 +742,16 @@ def _as_hwc(rgb: Any) -> np.ndarray:
     return np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0)
 
 
-def _quantise(x: np.ndarray, depth: int) -> np.ndarray:
+def _quantise(x: np.ndarray, depth: int, scratch: bool = False) -> np.ndarray:
+    """Float [0, 1] -> uint8/uint16; ``scratch`` says ``x`` may be overwritten (saves two full-size
+    float temporaries when saving a 12-MP photo)."""
     scale = 65535.0 if depth == 16 else 255.0
-    return np.round(np.clip(x, 0.0, 1.0) * scale).astype(np.uint16 if depth == 16 else np.uint8)
+    dtype = np.uint16 if depth == 16 else np.uint8
+    if not scratch:
+        return np.round(np.clip(x, 0.0, 1.0) * scale).astype(dtype)
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= scale
+    return np.round(x, out=x).astype(dtype)
 
 
 def _alpha_as(alpha: np.ndarray, depth: int) -> np.ndarray:
@@ -840,9 +799,34 @@ def _tiff16(rgb16: np.ndarray, icc: bytes | None) -> bytes:
     return buf.getvalue()
 
 
-def _from_srgb(rgb: np.ndarray, icc: bytes, depth: int) -> tuple[np.ndarray, bytes | None]:
+def _samples_at(samples: np.ndarray, depth: int) -> np.ndarray:
+    """A source's integer samples at ``depth`` bits (16 -> 8 rounds, as quantising its float would)."""
+    if depth == 16:
+        return samples if samples.dtype == np.uint16 else samples.astype(np.uint16) * 257
+    if samples.dtype == np.uint8:
+        return samples
+    return ((samples.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _edit_of(pixels: np.ndarray, like: LoadedImage | None) -> LoadedImage | None:
+    """``like`` when ``pixels`` can be a rendering of it (same size) and it kept its own samples."""
+    if like is None or like.samples is None:
+        return None
+    if like.samples.shape != pixels.shape or like.rgb.shape != pixels.shape:
+        return None
+    return like
+
+
+def _from_srgb(
+    rgb: np.ndarray, icc: bytes, depth: int, like: LoadedImage | None = None
+) -> tuple[np.ndarray, bytes | None]:
     """sRGB float -> samples in the source's RGB profile at ``depth`` bits, and the profile to embed.
 
+    With ``like`` (``rgb`` is ``like`` re-coloured, and ``icc`` its profile) the change from ``like.rgb``
+    is carried onto ``like.samples`` (``icc.carry_edit``), so colours the rendering did not move keep
+    their own samples, out-of-sRGB ones included. Matrix/TRC profiles are converted in unclipped float
+    and clipped once, at the end, in the profile's space; table-based ones go through littleCMS at 8
+    bits, clipping to sRGB's gamut on the way (only pixels left exactly unchanged keep their samples).
     When the profile cannot be used (unreadable, or littleCMS refuses it) the pixels stay sRGB and no
     profile is embedded, so the file is never labelled with a profile its pixels are not in.
     """
@@ -851,10 +835,15 @@ def _from_srgb(rgb: np.ndarray, icc: bytes, depth: int) -> tuple[np.ndarray, byt
         return _quantise(rgb, depth), None
     if _is_srgb(profile):
         return _quantise(rgb, depth), icc
+    matrix = MatrixProfile.from_icc(icc)
+    if matrix is not None:
+        precision = np.float64 if depth == 16 else np.float32  # float32: ~10x faster, ample for 8 bits
+        if like is not None:
+            edited = carry_edit(like.samples, like.rgb, rgb, matrix, precision)
+            return _quantise(edited, depth, scratch=True), icc
+        converted = convert(rgb, srgb_profile(), matrix, precision=precision)
+        return _quantise(converted, depth, scratch=True), icc
     if depth == 16:
-        converted = _matrix_convert(rgb, _srgb_profile().tobytes(), icc)
-        if converted is not None:
-            return _quantise(converted, 16), icc
         logger.warning("16-bit output in a table-based ICC profile is converted at 8-bit precision")
     eight = _cms(Image.fromarray(_quantise(rgb, 8), "RGB"), _srgb_profile(), profile, "RGB")
     if eight is None:
@@ -867,7 +856,9 @@ def _prepare(
 ) -> tuple[np.ndarray, bytes | None, bytes | None, int]:
     """Samples ready to encode (uint8/uint16, RGB or RGBA, in the source's profile), ICC, EXIF, depth.
 
-    ``fmt`` None means a PIL image: 8-bit, alpha kept.
+    ``fmt`` None means a PIL image: 8-bit, alpha kept. A pixel of ``rgb`` equal to ``like.rgb`` is
+    written as the source's own sample when the output carries the source's profile: strength 0 gives
+    the decoded source back bit-exactly, whatever its profile.
     """
     pixels = _as_hwc(rgb)
     depth = 16 if like is not None and like.bit_depth == 16 and fmt in _SIXTEEN_BIT_FORMATS else 8
@@ -884,14 +875,21 @@ def _prepare(
     if fmt == "JPEG" and exif is not None and len(exif) > _JPEG_EXIF_LIMIT:
         logger.warning("EXIF block of %d bytes does not fit in a JPEG; dropped", len(exif))
         exif = None
-    samples, icc = _from_srgb(pixels, icc, depth) if icc else (_quantise(pixels, depth), None)
+    edit = _edit_of(pixels, like) if icc else None
+    samples, icc = _from_srgb(pixels, icc, depth, edit) if icc else (_quantise(pixels, depth), None)
+    if edit is not None and edit.samples is not None and icc == edit.icc_profile:
+        unchanged = (pixels == edit.rgb).all(axis=-1)
+        if unchanged.any():
+            samples = samples if samples.flags.writeable else samples.copy()
+            samples[unchanged] = _samples_at(edit.samples, depth)[unchanged]
     if alpha is not None:
         samples = np.concatenate([samples, _alpha_as(alpha, depth)[..., None]], axis=-1)
     return samples, icc, exif, depth
 
 
 def to_pil(rgb: Any, like: LoadedImage | None = None) -> Image.Image:
-    """An 8-bit PIL image of ``rgb`` with ``like``'s alpha, and pixels in ``like``'s RGB ICC profile.
+    """An 8-bit PIL image of ``rgb`` with ``like``'s alpha, and pixels in ``like``'s RGB ICC profile
+    (``rgb`` taken as ``like`` re-coloured, as in ``encode_image``).
 
     ``info["icc_profile"]`` and ``info["exif"]`` are set so that a caller's ``im.save(...,
     icc_profile=im.info.get("icc_profile"), exif=im.info.get("exif"))`` keeps them. PIL has no 16-bit
@@ -909,10 +907,11 @@ def to_pil(rgb: Any, like: LoadedImage | None = None) -> Image.Image:
 def encode_image(rgb: Any, like: LoadedImage | None = None, fmt: str = "PNG", quality: int = 95) -> bytes:
     """Encode ``rgb`` (sRGB, [0, 1]) as ``fmt`` bytes with the metadata of ``like`` put back.
 
-    With ``like``: pixels are converted into its RGB ICC profile and the profile embedded; its EXIF
-    (orientation 1) is kept; its alpha is attached unchanged where the format has alpha; 16-bit sources
-    give 16-bit PNG/TIFF. Without ``like``: plain 8-bit sRGB. ``fmt`` is a Pillow format name or a
-    suffix ("jpg"); ``quality`` (1-100) applies to JPEG and WebP.
+    With ``like``: ``rgb`` is taken as ``like`` re-coloured and written in its RGB ICC profile, the
+    profile embedded (unchanged pixels keep ``like``'s own samples, wide-gamut ones included; see the
+    module docstring); its EXIF (orientation 1) is kept; its alpha is attached unchanged where the
+    format has alpha; 16-bit sources give 16-bit PNG/TIFF. Without ``like``: plain 8-bit sRGB.
+    ``fmt`` is a Pillow format name or a suffix ("jpg"); ``quality`` (1-100) applies to JPEG and WebP.
     """
     fmt = fmt.upper().lstrip(".")
     fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)

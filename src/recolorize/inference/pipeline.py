@@ -11,6 +11,13 @@ Fitting from the generator's own reconstruction (not the resized source) cancels
 error, and strength 0 returns the source exactly. ``prepare`` runs the predictor once so that moving the
 strength only reruns the generator and the full-resolution transfer (the web app relies on this).
 
+Colour spaces: the network sees, and ``render_array`` returns, sRGB (``LoadedImage.rgb``, clipped to
+sRGB's gamut). A source in a wider profile (Adobe RGB, Display P3, ProPhoto RGB) keeps its own samples
+in ``LoadedImage.samples``, and the savers (``to_pil``, ``encode_image``, ``save_image`` with
+``like=source``) carry the sRGB change onto them in the source's space (``image_io``, ``icc``), so
+what the transfer leaves unchanged keeps its out-of-sRGB colours and strength 0 writes the source's
+samples back bit-exactly.
+
 Example::
 
     from recolorize import Recolorizer
@@ -188,20 +195,21 @@ class Recolorizer:
     def render_array(self, prepared: PreparedPair, strength: float = 1.0) -> np.ndarray:
         """The re-coloured full-resolution source as float32 (H, W, 3) in [0, 1] (sRGB).
 
-        strength alpha in [0, 1]: W_alpha = W0_S + alpha (W - W0_S); 0 returns the source unchanged.
+        strength alpha in [0, 1]: W_alpha = W0_S + alpha (W - W0_S); 0 returns ``source.rgb`` itself (a
+        copy, bit for bit), which the savers recognise and write back as the source's own samples.
         """
         if not 0.0 <= strength <= 1.0:
             raise UserError(f"strength must be between 0 and 1, got {strength}")
-        start = time.perf_counter()
         if strength == 0.0:
-            after_low = prepared.before_low
-        else:
-            maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
-            conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
-            after_low = self.model.generate(prepared.source_low, maps, conditioning).clamp(0, 1)
+            prepared.timings.update({"generate": 0.0, "full_resolution": 0.0})
+            return prepared.source.rgb.copy()
+        start = time.perf_counter()
+        maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
+        conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
+        after_low = self.model.generate(prepared.source_low, maps, conditioning).clamp(0, 1)
         generated = time.perf_counter()
         source_full = torch.from_numpy(np.ascontiguousarray(prepared.source.rgb)).permute(2, 0, 1)[None]
-        if self.full_resolution == "direct" and strength > 0.0:
+        if self.full_resolution == "direct":
             out = self._render_direct(prepared, source_full, maps, conditioning)
         else:
             out = full_resolution_transfer(source_full, prepared.before_low.cpu(), after_low.cpu())
