@@ -97,9 +97,9 @@ class Conditioning:
         from recolorize.networks.colour_prior import lerp_affine
 
         prior = lerp_affine(self.prior, strength) if self.prior is not None else None
-        hint = None
-        if self.hint is not None:  # only the confidence (channel 3) fades: a weaker pull toward the reference
-            hint = torch.cat([self.hint[:, :3], self.hint[:, 3:4] * strength, self.hint[:, 4:]], dim=1)
+        # the whole hint fades toward the self-reconstruction's all-zero one (no reference), so G's input is
+        # continuous in the strength (keeping the colours at full scale made strength 0.01 a visible jump)
+        hint = self.hint * strength if self.hint is not None else None
         return Conditioning(prior=prior, hint=hint)
 
 
