@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -166,14 +167,23 @@ class Recolorizer:
         return resize_for_network(full, self.resolution).to(self.device)
 
     @torch.no_grad()
-    def prepare(self, source: ImageInput, reference: ImageInput) -> PreparedPair:
-        """Load both images and run P_W once (section 3.4); greyscale sources are colourised alike."""
+    def prepare(self, source: ImageInput, reference: ImageInput | Sequence[ImageInput]) -> PreparedPair:
+        """Load the images and run P_W once (section 3.4); greyscale sources are colourised alike.
+
+        reference: one image, or a list or tuple of several: the attention then runs over all their
+        positions, so each region of the source takes its colour from its best match in any of them.
+        """
         start = time.perf_counter()
         source_image = source if isinstance(source, LoadedImage) else load_image(source)
-        reference_image = reference if isinstance(reference, LoadedImage) else load_image(reference)
+        several = isinstance(reference, (list, tuple))
+        references = list(reference) if several else [reference]
+        if not references:
+            raise UserError("at least one reference is needed")
+        reference_images = [r if isinstance(r, LoadedImage) else load_image(r) for r in references]
         loaded = time.perf_counter()
         source_low = self._to_low(source_image)
-        reference_low = self._to_low(reference_image)
+        lows = [self._to_low(image) for image in reference_images]
+        reference_low = lows if several else lows[0]
         inputs = self.model.predictor_inputs(source_low, reference_low)
         self_maps = inputs.source_maps if inputs.source_maps is not None else self.model.self_maps(source_low)
         predicted, conditioning = self.model.predict(source_low, reference_low, inputs=inputs)
@@ -261,8 +271,11 @@ class Recolorizer:
         """As ``render_array``, as a PIL image carrying the source's alpha, ICC profile and EXIF."""
         return to_pil(self.render_array(prepared, strength), like=prepared.source)
 
-    def transfer(self, source: ImageInput, reference: ImageInput, strength: float = 1.0) -> Image.Image:
-        """Re-colour ``source`` after ``reference``: paths, PIL images or arrays in, a PIL image out."""
+    def transfer(
+        self, source: ImageInput, reference: ImageInput | Sequence[ImageInput], strength: float = 1.0
+    ) -> Image.Image:
+        """Re-colour ``source`` after ``reference`` (one, or a list of several): paths, PIL images or arrays
+        in, a PIL image out."""
         return self.render(self.prepare(source, reference), strength)
 
     def describe(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import json
 import math
 import stat
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -314,17 +315,60 @@ class RecolorModel(nn.Module):
                 return fine, coarse
             return None, self.semantic(image)
 
+    @staticmethod
+    def reference_canvas(reference: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Several references (each (B, 3, r, r)) side by side as one I_R (B, 3, r, k r), and k.
+
+        Why side by side: the attention (eq. 4), the warped colours and the classical prior then run over
+        the union of all references' positions and pixels, so each source region takes its colour from its
+        best match in any of them; the networks that convolve see each reference alone (``per_reference``).
+        """
+        if isinstance(reference, torch.Tensor):
+            return reference, 1
+        references = list(reference)
+        if not references:
+            raise ValueError("at least one reference is needed")
+        if len({tuple(r.shape) for r in references}) != 1:
+            raise ValueError("all references must have the same shape (resize them to the working size)")
+        return torch.cat(references, dim=-1), len(references)
+
     def predictor_inputs(
         self,
         source: torch.Tensor,
-        reference: torch.Tensor,
+        reference: torch.Tensor | Sequence[torch.Tensor],
         features: dict[str, torch.Tensor] | None = None,
     ) -> PredictorInputs:
         """Run the frozen networks P_W reads: F_S, F_R, W0_R, w and W0_S (no gradients flow into them).
 
+        reference: one I_R, or a list of references (``reference_canvas``); with several, w is the mean of
+        the pair codes E_w(I_S, I_R_k) (each code describes one colour change; their mean is the look the
+        references share, as the attention picks local colour from the best of them).
         features: precomputed frozen features ("semantic_source", "semantic_reference" and, with the colour
         correspondence, "fine_source", "fine_reference"), as a training cache holds them.
         """
+        reference, tiles = self.reference_canvas(reference)
+        if tiles > 1:
+            if features is not None:
+                raise ValueError("precomputed features are for one reference")
+            parts = list(reference.chunk(tiles, dim=-1))
+            one = [self.predictor_inputs(source, part) for part in parts]
+
+            def side(name: str) -> torch.Tensor | None:
+                """The references' ``name`` side by side, as their images lie in the canvas."""
+                first = getattr(one[0], name)
+                return None if first is None else torch.cat([getattr(i, name) for i in one], dim=-1)
+
+            codes = [i.code for i in one]
+            return PredictorInputs(
+                semantic_source=one[0].semantic_source,
+                semantic_reference=side("semantic_reference"),
+                reference_maps=side("reference_maps"),
+                code=None if codes[0] is None else torch.stack(codes).mean(0),
+                source_maps=one[0].source_maps,
+                fine_source=one[0].fine_source,
+                fine_reference=side("fine_reference"),
+                reference_tiles=tiles,
+            )
         ablations = self.config.ablations
         with torch.no_grad():
             if features is not None and "semantic_source" in features:
@@ -350,12 +394,19 @@ class RecolorModel(nn.Module):
     def predict(
         self,
         source: torch.Tensor,
-        reference: torch.Tensor,
+        reference: torch.Tensor | Sequence[torch.Tensor],
         mask_ratio: float = 0.0,
         generator: torch.Generator | None = None,
         inputs: PredictorInputs | None = None,
     ) -> tuple[list[torch.Tensor], Conditioning | None]:
-        """W = P_W(I_S, I_R) as the 20 layer inputs of G', and the generator's conditioning for the pair."""
+        """W = P_W(I_S, I_R) as the 20 layer inputs of G', and the generator's conditioning for the pair.
+
+        reference: one I_R or several (``reference_canvas``); the MKL prior is fitted to all their pixels.
+        """
+        if not isinstance(reference, torch.Tensor):
+            if inputs is None:
+                inputs = self.predictor_inputs(source, reference)
+            reference, _ = self.reference_canvas(reference)
         if inputs is None:
             inputs = self.predictor_inputs(source, reference)
         maps, hint = self.predictor.forward_with_hint(

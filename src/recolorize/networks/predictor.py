@@ -28,6 +28,7 @@ reference positions from both correspondences.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,7 @@ class PredictorInputs:
 
     semantic_source, semantic_reference: F_S, F_R (B, D, h, w) at 1/16.
     reference_maps: W0_R = E_W(I_R) (B, C, h, w), or None for the "shared E_C" ablation.
+    reference_tiles: how many references lie side by side in I_R and its features (1: one reference).
     code: w = E_w(I_S, I_R) (B, C), or None for the "w/o w" ablation.
     source_maps: W0_S = E_W(I_S) (B, C, h, w), the base of residual prediction (None when off).
     fine_source, fine_reference: 1/8 semantic features for the colour correspondence (None when off).
@@ -60,6 +62,18 @@ class PredictorInputs:
     source_maps: torch.Tensor | None
     fine_source: torch.Tensor | None = None
     fine_reference: torch.Tensor | None = None
+    reference_tiles: int = 1
+
+
+def per_reference(
+    function: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor, tiles: int
+) -> torch.Tensor:
+    """``function`` applied to each of ``tiles`` references laid side by side in ``reference`` (B, C, H,
+    tiles * W), the results side by side again: several references are one set of positions for the
+    attention (eq. 4 runs over their union), but no convolution sees across the seam between two photos."""
+    if tiles == 1:
+        return function(reference)
+    return torch.cat([function(part) for part in reference.chunk(tiles, dim=-1)], dim=-1)
 
 
 #: Channels of one set of colour-correspondence inputs: warped Lab mean + spread (6), confidence (1), the
@@ -226,7 +240,11 @@ class WPredictor(nn.Module):
                 raise ValueError("P_W needs W0_R = E_W(I_R)")
             reference_maps = inputs.reference_maps
         else:
-            reference_maps = self.reference_projection(self.source_encoder(normalise_image(reference))[2])
+            reference_maps = per_reference(
+                lambda image: self.reference_projection(self.source_encoder(normalise_image(image))[2]),
+                reference,
+                inputs.reference_tiles,
+            )
         size = c_s3.shape[-2:]
         semantic_source = inputs.semantic_source
         if semantic_source.shape[-2:] != size:
