@@ -21,13 +21,4 @@ $RC train --config pointwise --data "$CACHE" --run "$RUN" $(resume "$RUN")
 $RC train --config pointwise --data "$CACHE" --run "${RUN}_more" --stage predictor \
   $( [ -f "${RUN}_more/checkpoint.safetensors" ] && echo --resume || echo --init "$RUN/predictor.safetensors" ) \
   --steps "${MORE_STEPS:-10000}" --lr 7e-4 --set predictor.pixel_stride=4
-# phase 3: grow f for the local colour transfer (warm start, scripts/grow_local_transfer.py), then stage 3
-# again without semantic masking on every 4th pixel
-if [ ! -f "${RUN}_local/checkpoint.safetensors" ]; then
-  $RC export "${RUN}_more" -o "${RUN}_more/export"
-  .venv/bin/python scripts/grow_local_transfer.py "${RUN}_more/export/model.safetensors" "${RUN}_more/grown.safetensors"
-fi
-$RC train --data "$CACHE" --run "${RUN}_local" --stage predictor \
-  $( [ -f "${RUN}_local/checkpoint.safetensors" ] && echo --resume || echo --init "${RUN}_more/grown.safetensors" ) \
-  --steps "${LOCAL_STEPS:-3000}" --lr 5e-4 --set predictor.mask_ratio_max=0 --set predictor.pixel_stride=4
-$RC export "${RUN}_local" -o src/recolorize/weights/
+$RC export "${RUN}_more" -o src/recolorize/weights/
