@@ -60,8 +60,9 @@ fi
 
 "$PYTHON" - "$RUN/metrics.csv" <<'EOF'
 import csv, statistics, sys
+from recolorize.config import STAGE_NAMES
 rows = list(csv.DictReader(open(sys.argv[1], newline="")))
-for stage in ("generator", "wencoder", "predictor"):
+for stage in STAGE_NAMES:
     mine = [r for r in rows if r["stage"] == stage]
     if not mine:
         continue

@@ -463,7 +463,7 @@ def test_cache_is_complete_deterministic_and_resumable(example_photos, cache64: 
 
 # --- 10. learning-rate schedule -----------------------------------------------------------------------------
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
-    from recolorize.training.loop import learning_rate
+    from recolorize.training.stages import learning_rate
 
     config = StageConfig(steps=100, batch=1, lr=2.0, warmup_steps=10, cosine=True)
     rates = [learning_rate(step, config) for step in range(config.steps)]

@@ -23,12 +23,13 @@ from PIL import Image
 from safetensors import safe_open
 
 from recolorize.cli import main
-from recolorize.config import TRAIN_CONFIGS, StageConfig
+from recolorize.config import STAGE_NAMES, TRAIN_CONFIGS, StageConfig, TrainConfig
 from recolorize.data.pairs import PhotoDataset
 from recolorize.errors import UserError
 from recolorize.networks.model import RecolorModel
 from recolorize.training import (
     METRIC_FIELDS,
+    STAGE_ORDER,
     apply_overrides,
     load_checkpoint,
     read_checkpoint_info,
@@ -97,6 +98,15 @@ def test_mask_curriculum_rises_linearly_then_holds() -> None:
     assert mask_bound(80, 100, config) == pytest.approx(0.95)
     assert mask_bound(99, 100, config) == pytest.approx(0.95)
     assert mask_bound(50, 100, StageConfig(steps=100, batch=4)) == 0.0
+
+
+def test_stage_names_are_defined_once() -> None:
+    """The stages (stages.py), their order and TrainConfig's stage fields are one list of names."""
+    assert STAGE_ORDER is STAGE_NAMES
+    assert tuple(STAGES) == STAGE_ORDER == ("generator", "wencoder", "predictor")
+    assert all(stage.name == name for name, stage in STAGES.items())
+    assert STAGES["wencoder"].trainable == ("map_encoder",)  # E_W (MapEncoder), despite the stage's name
+    assert tuple(TrainConfig.from_dict(TRAIN_CONFIGS["tiny"].to_dict()).stage(n).steps for n in STAGE_NAMES)
 
 
 def test_loss_weights_follow_the_stage_config() -> None:
@@ -467,7 +477,7 @@ def test_gpu_train_script_runs_on_the_cpu(photos: Path, tmp_path: Path) -> None:
 
 
 def test_metrics_file_with_other_columns_is_kept_not_dropped(tmp_path: Path) -> None:
-    from recolorize.training.loop import MetricsLog
+    from recolorize.training.run_folder import MetricsLog
 
     path = tmp_path / "metrics.csv"
     path.write_text("step,stage,old_column\n10,generator,0.5\n")

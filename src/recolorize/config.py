@@ -1,8 +1,9 @@
 """Model and training configurations as data: frozen dataclasses saved as JSON beside every weight file.
 
-Named model sizes (design.md): ``paper`` (the paper's StyleGAN2-256, C = 512), ``base`` (half the
-channels, the intended default, trained on a GPU), ``small`` (128 px, few channels: what a 2-core CPU
-trains in an hour, shipped until a GPU run of ``base`` exists) and ``tiny`` (64 px, tests and CI only).
+Named configs (:data:`CONFIGS`, design.md): ``pointwise`` (128 px, the pointwise generator with the MKL
+prior and the colour correspondence: the shipped model, trained on a 2-core CPU), ``paper`` (the paper's
+StyleGAN2-256, C = 512), ``base`` (half the channels, meant for a GPU), ``small`` (128 px, few channels,
+the conv generator on a CPU) and ``tiny`` / ``tiny-pointwise`` (64 px, tests and CI only).
 Every ablation of the paper's Table 2 is a field of :class:`Ablations`.
 """
 
@@ -12,9 +13,12 @@ import dataclasses
 import json
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from recolorize.errors import one_line
 
 __all__ = [
     "Ablations",
@@ -24,8 +28,11 @@ __all__ = [
     "CONFIGS",
     "TRAIN_CONFIGS",
     "get_config",
-    "get_train_config",
     "model_config_from_json",
+    "model_config_from_text",
+    "model_config_from_metadata",
+    "CONFIG_METADATA_KEY",
+    "STAGE_NAMES",
     "NUM_STYLES",
 ]
 
@@ -36,7 +43,6 @@ SemanticBackbone = Literal["vgg16", "efficientnet_lite0"]
 GeneratorKind = Literal["conv", "pointwise"]
 ColourPrior = Literal["none", "mkl"]
 LatentLevels = Literal["all", "w1_only", "w3_only"]
-StyleLoss = Literal["w0", "histogram", "none"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,32 @@ def model_config_from_json(data: object) -> ModelConfig:
     return config
 
 
+#: Key of the ModelConfig JSON in the safetensors metadata of every weight file and checkpoint we write.
+CONFIG_METADATA_KEY = "config"
+
+
+def model_config_from_text(text: str, where: str) -> ModelConfig:
+    """A ``ModelConfig`` from JSON text (a ``model.json``, or a weight file's or checkpoint's metadata).
+
+    Read strictly (:func:`model_config_from_json`); anything wrong (not JSON, nested too deeply, a bad
+    key or value) is one ``ValueError`` of one line that names ``where`` the text came from.
+    """
+    try:
+        return model_config_from_json(json.loads(text))
+    except RecursionError:
+        raise ValueError(f"model config in {where} is nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        raise ValueError(f"bad model config in {where}: {one_line(exc)}") from None
+
+
+def model_config_from_metadata(metadata: Mapping[str, str], path: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` that a safetensors file at ``path`` keeps in its metadata (weights written by
+    ``RecolorModel.save``, checkpoints, stage weights); a ``ValueError`` when it has none or a bad one."""
+    if CONFIG_METADATA_KEY not in metadata:
+        raise ValueError(f"{path} has no model config in its metadata")
+    return model_config_from_text(metadata[CONFIG_METADATA_KEY], f"the metadata of {path}")
+
+
 def _dataclass_from_json(cls: type, data: object, where: str) -> object:
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}")
@@ -260,7 +292,12 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The three stages plus data and logging settings; saved as JSON beside every checkpoint."""
+    """The three stages plus data and logging settings; saved as JSON beside every checkpoint.
+
+    generator: stage 1, G and E_w (``WEncoder``). wencoder: stage 2, E_W (``MapEncoder``, the paper's
+    "W-Encoder"; not ``WEncoder``). predictor: stage 3, P_W. The field names are the stage names
+    (:data:`STAGE_NAMES`), stored in every checkpoint and run folder, so they do not change.
+    """
 
     generator: StageConfig
     wencoder: StageConfig
@@ -272,7 +309,8 @@ class TrainConfig:
     ema_decay: float = 0.0
 
     def stage(self, name: str) -> StageConfig:
-        if name not in ("generator", "wencoder", "predictor"):
+        """The settings of stage ``name`` (one of :data:`STAGE_NAMES`)."""
+        if name not in STAGE_NAMES:
             raise KeyError(name)
         return getattr(self, name)
 
@@ -282,13 +320,22 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
-        for name in ("generator", "wencoder", "predictor"):
+        for name in STAGE_NAMES:
             stage = dict(data[name])
             stage["betas"] = tuple(stage["betas"])
             stage["also_train"] = tuple(stage.get("also_train", ()))
             data[name] = StageConfig(**stage)
         return cls(**data)
 
+
+#: The training stages in training order: TrainConfig's StageConfig fields, defined nowhere else. The
+#: names are used on the command line (``--stage``, ``--set STAGE.FIELD``), in checkpoints, metrics rows
+#: and file names (``{stage}.safetensors``); ``training.stages.STAGE_ORDER`` is this tuple. The
+#: "wencoder" stage trains E_W (``MapEncoder``, the image -> W0 map encoder), not E_w (``WEncoder``,
+#: trained with the generator in stage "generator"); the name stays for existing runs and checkpoints.
+STAGE_NAMES: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.type in (StageConfig, "StageConfig")
+)
 
 CONFIGS: dict[str, ModelConfig] = {
     "paper": ModelConfig(
@@ -433,14 +480,6 @@ def get_config(name: str) -> ModelConfig:
         return CONFIGS[name]
     except KeyError:
         raise KeyError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}") from None
-
-
-def get_train_config(name: str) -> TrainConfig:
-    """Look up the training hyper-parameters that go with a named model config."""
-    try:
-        return TRAIN_CONFIGS[name]
-    except KeyError:
-        raise KeyError(f"unknown config {name!r}; choose one of {', '.join(TRAIN_CONFIGS)}") from None
 
 
 def save_json(data: dict[str, Any], path: str | Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "WeightsError", "one_line"]
+import sys
+from collections.abc import Callable
+
+__all__ = ["UserError", "WeightsError", "one_line", "exit_code"]
 
 
 class UserError(Exception):
@@ -25,3 +28,20 @@ def one_line(text: object, limit: int = 300) -> str:
     """``text`` squeezed to one line of at most ``limit`` characters (messages quote foreign errors)."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def exit_code(command: Callable[[], int | None]) -> int:
+    """Run an entry point's ``command``: its exit code; a ``UserError`` is one line on stderr and exit
+    code 2, Ctrl-C exit code 130.
+
+    For entry points other than ``recolorize`` (``python -m recolorize.training``), so that each does not
+    copy the handling; ``cli.main`` does the same.
+    """
+    try:
+        return int(command() or 0)
+    except UserError as error:
+        print(f"recolorize: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recolorize: interrupted", file=sys.stderr)
+        return 130

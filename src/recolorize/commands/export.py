@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from recolorize.errors import UserError
-from recolorize.networks.model import RecolorModel
+from recolorize.networks.model import RecolorModel, is_backbone_key
 from recolorize.training.checkpoint import latest_weights
 
 __all__ = ["register", "run", "export_run"]
@@ -36,7 +36,7 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
     config, state, source = latest_weights(run_dir)
     model = RecolorModel(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("semantic.")]
+    missing = [k for k in missing if not is_backbone_key(k)]
     if missing or unexpected:
         raise UserError(
             f"{source} does not fit config {config.name}: missing {missing[:3]}, extra {unexpected[:3]}"

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from recolorize.config import CONFIGS
-from recolorize.errors import UserError
+from recolorize.errors import UserError, exit_code
 from recolorize.training.loop import TrainRequest, train
 from recolorize.training.stages import STAGE_ORDER
 
-__all__ = ["register", "run", "parse_setting"]
+__all__ = ["register", "add_arguments", "main", "run", "parse_setting"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +33,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recolorize.training ARGS`` (torchrun's entry point) = ``recolorize train ARGS``.
+
+    A parser of its own, so that training's entry point reaches this module only, not ``recolorize.cli``
+    and the other subcommands.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m recolorize.training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("PIL").setLevel(logging.INFO)  # as ``recolorize``: our messages, not Pillow's
+    return exit_code(lambda: run(args))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` options, on ``recolorize train``'s parser or on :func:`main`'s."""
     parser.add_argument("--config", choices=sorted(CONFIGS), help="model size (default: the checkpoint's)")
     parser.add_argument("--data", nargs="+", required=True, type=Path, metavar="DIR", help="photo folders")
     parser.add_argument("--exclude", nargs="+", default=[], type=Path, metavar="DIR", help="held-out folders")

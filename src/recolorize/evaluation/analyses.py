@@ -54,6 +54,10 @@ __all__ = [
     "select_photos",
     "load_square",
     "load_images",
+    "Table3Numbers",
+    "compute_table3",
+    "plot_table3",
+    "table3_markdown",
     "table3",
     "fig4",
     "fig5",
@@ -196,8 +200,25 @@ def _settings(options: AnalysisOptions, n: int, model: RecolorModel, images_dir:
 # ------------------------------------------------------------------------------------------- table 3
 
 
-def table3(model: RecolorModel, images_dir: Path, out: Path, options: AnalysisOptions) -> dict[str, Any]:
-    """Table 3: MAE (0-255) of reconstructing colour-augmented pairs with the 1d G and the 2d G'."""
+@dataclass
+class Table3Numbers:
+    """What :func:`compute_table3` measured: per-pair MAE (0-255) of each latent space, their means, and
+    the mean L1 (0-255) per Adam step of the 1d and the 2d optimisation."""
+
+    photos: list[Photo]
+    per_pair: dict[str, list[float]]
+    means: dict[str, float]
+    curve_1d: np.ndarray
+    curve_2d: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.per_pair.values())))
+
+
+def compute_table3(model: RecolorModel, images_dir: Path, options: AnalysisOptions) -> Table3Numbers:
+    """Reconstruct colour-augmented pairs (made as in stage 1) with E_w alone, the optimised 1d code of G
+    and the optimised 20 maps of G'; no file is written."""
     from recolorize.data.pairs import ColourPairDataset
 
     n = options.n if options.n is not None else 100
@@ -236,23 +257,25 @@ def table3(model: RecolorModel, images_dir: Path, out: Path, options: AnalysisOp
         curves_1d.append(np.asarray(result_1d.history) * 255.0 * weight)
         curves_2d.append(np.asarray(result_2d.history) * 255.0 * weight)
 
-    means = {key: float(np.mean(values)) for key, values in per_pair.items()}
-    curve_1d = np.sum(curves_1d, axis=0) if options.steps_code else np.zeros(0)
-    curve_2d = np.sum(curves_2d, axis=0) if options.steps_maps else np.zeros(0)
-    labels = {
-        "identity": "identity MAE(I_in, I_out)",
-        "encoder": "G(I_in, E_w(I_in, I_out)), no optimisation",
-        "online_1d": f"G, 1d code w optimised ({options.steps_code} steps)",
-        "online_2d": f"G', 20 maps optimised from the 1d result ({options.steps_maps} steps)",
-    }
+    return Table3Numbers(
+        photos=photos,
+        per_pair=per_pair,
+        means={key: float(np.mean(values)) for key, values in per_pair.items()},
+        curve_1d=np.sum(curves_1d, axis=0) if options.steps_code else np.zeros(0),
+        curve_2d=np.sum(curves_2d, axis=0) if options.steps_maps else np.zeros(0),
+    )
 
+
+def plot_table3(numbers: Table3Numbers, path: Path) -> Path:
+    """The mean MAE per latent space as bars, beside the optimisation curves; written to ``path``."""
+    means, curve_1d, curve_2d = numbers.means, numbers.curve_1d, numbers.curve_2d
     fig, axes = _figure(1, 2, (11, 4))
     bars, curves = axes[0]
     keys = list(means)
     bars.bar(range(len(keys)), [means[k] for k in keys], color=["#999", "#6a9fd4", "#2f6db5", "#c0392b"])
     bars.set_xticks(range(len(keys)), ["identity", "E_w only", "G (1d)", "G' (2d)"])
     bars.set_ylabel("MAE (0-255)")
-    bars.set_title(f"Reconstruction of {len(dataset)} colour-augmented pairs")
+    bars.set_title(f"Reconstruction of {numbers.n} colour-augmented pairs")
     for i, k in enumerate(keys):
         bars.text(i, means[k], f"{means[k]:.2f}", ha="center", va="bottom")
     steps = np.arange(len(curve_1d) + len(curve_2d))
@@ -264,40 +287,64 @@ def table3(model: RecolorModel, images_dir: Path, out: Path, options: AnalysisOp
     curves.set_ylabel("mean L1 (0-255)")
     curves.set_title("Online optimisation")
     curves.legend()
-    png = _save_figure(fig, out / "table3.png")
+    return _save_figure(fig, path)
 
-    numbers = {
-        "analysis": "table3",
-        "settings": _settings(options, len(dataset), model, images_dir),
-        "mae_255": means,
-        "labels": labels,
-        "paper_mae_255": dict(PAPER["table3"]),
-        "per_pair": per_pair,
-        "curve_1d": curve_1d.tolist(),
-        "curve_2d": curve_2d.tolist(),
-        "images": [str(p.image) for p in photos],
-    }
-    md = "\n".join(
+
+def table3_markdown(numbers: Table3Numbers, options: AnalysisOptions, resolution: int) -> str:
+    """``table3.md``: ours beside the paper's numbers (:data:`PAPER`)."""
+    means = numbers.means
+    paper = PAPER["table3"]
+    paper_spaceedit = paper["G_theta (SpaceEdit)"]
+    paper_1d, paper_2d = paper["G_theta' (1d, finetuned)"], paper["G'_theta' (2d)"]
+    return "\n".join(
         [
-            f"# Table 3: reconstruction error of {len(dataset)} colour-augmented pairs (MAE, 0-255)",
+            f"# Table 3: reconstruction error of {numbers.n} colour-augmented pairs (MAE, 0-255)",
             "",
             "| latent space | ours | paper |",
             "|---|---|---|",
             f"| identity (no change) | {means['identity']:.2f} | – |",
             f"| G, encoder only: G(I_in, E_w(I_in, I_out)) | {means['encoder']:.2f} | – |",
-            f"| G (1d code, online) | {means['online_1d']:.2f} | 8.68 |",
-            f"| G' (2d maps, online) | {means['online_2d']:.2f} | 5.06 |",
+            f"| G (1d code, online) | {means['online_1d']:.2f} | {paper_1d} |",
+            f"| G' (2d maps, online) | {means['online_2d']:.2f} | {paper_2d} |",
             "",
             f"Online optimisation: Adam, lr {options.lr}, {options.steps_code} steps on w from "
             f"E_w(I_in, I_out), then {options.steps_maps} steps on the 20 maps of G' from the 1d result. "
-            f"Pairs made as in stage-1 training, seed {options.seed}, {model.config.resolution} px. "
-            "The paper's G_theta (11.2) is the original SpaceEdit generator, not available here.",
+            f"Pairs made as in stage-1 training, seed {options.seed}, {resolution} px. "
+            f"The paper's G_theta ({paper_spaceedit}) is the original SpaceEdit generator, "
+            "not available here.",
             "",
         ]
     )
-    json_path, md_path = _write_numbers(out, "table3", numbers, md)
-    logger.info("table3: %s", ", ".join(f"{k} {v:.2f}" for k, v in means.items()))
-    return {"png": png, "json": json_path, "md": md_path, "mae_255": means}
+
+
+def table3(model: RecolorModel, images_dir: Path, out: Path, options: AnalysisOptions) -> dict[str, Any]:
+    """Table 3: MAE (0-255) of reconstructing colour-augmented pairs with the 1d G and the 2d G'.
+
+    Computes (:func:`compute_table3`), plots (:func:`plot_table3`) and writes table3.json and table3.md.
+    """
+    numbers = compute_table3(model, images_dir, options)
+    png = plot_table3(numbers, out / "table3.png")
+    labels = {
+        "identity": "identity MAE(I_in, I_out)",
+        "encoder": "G(I_in, E_w(I_in, I_out)), no optimisation",
+        "online_1d": f"G, 1d code w optimised ({options.steps_code} steps)",
+        "online_2d": f"G', 20 maps optimised from the 1d result ({options.steps_maps} steps)",
+    }
+    record = {
+        "analysis": "table3",
+        "settings": _settings(options, numbers.n, model, images_dir),
+        "mae_255": numbers.means,
+        "labels": labels,
+        "paper_mae_255": dict(PAPER["table3"]),
+        "per_pair": numbers.per_pair,
+        "curve_1d": numbers.curve_1d.tolist(),
+        "curve_2d": numbers.curve_2d.tolist(),
+        "images": [str(p.image) for p in numbers.photos],
+    }
+    markdown = table3_markdown(numbers, options, model.config.resolution)
+    json_path, md_path = _write_numbers(out, "table3", record, markdown)
+    logger.info("table3: %s", ", ".join(f"{k} {v:.2f}" for k, v in numbers.means.items()))
+    return {"png": png, "json": json_path, "md": md_path, "mae_255": numbers.means}
 
 
 # -------------------------------------------------------------------------------------------- fig 4
@@ -601,8 +648,9 @@ def w0_reconstruction(
             "",
             "| code used in G(I, w0) | MAE (0-255), ours | paper |",
             "|---|---|---|",
-            f"| own w0 = E_w(I, I) | {stats['own_mae_255']:.2f} | 1.89 |",
-            f"| another image's w0 ({others} per image) | {stats['others_mae_255']:.2f} | 2.85 |",
+            f"| own w0 = E_w(I, I) | {stats['own_mae_255']:.2f} | {PAPER['w0']['own']} |",
+            f"| another image's w0 ({others} per image) | {stats['others_mae_255']:.2f} | "
+            f"{PAPER['w0']['others']} |",
             "",
             f"- Images reconstructed better with their own code: {100 * stats['fraction_own_better']:.0f}%",
             f"- Spearman correlation of the error with cosine(w0_I, w0_other): "

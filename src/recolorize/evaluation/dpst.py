@@ -30,13 +30,13 @@ from recolorize.evaluation.runner import (
     Method,
     Pair,
     PairResult,
-    evaluate_pairs,
+    check_size,
     markdown_table,
     mean_by_method,
     read_pairs,
-    write_metrics_csv,
+    run_report,
+    write_summary,
 )
-from recolorize.io_utils import atomic_write
 
 __all__ = ["DPST_CSV", "read_dpst_pairs", "is_degenerate", "DpstReport", "run_dpst_report"]
 
@@ -99,6 +99,45 @@ def _thumb(image: np.ndarray, height: int) -> Image.Image:
     return pil
 
 
+class _ContactSheets:
+    """Contact sheets of ``per_sheet`` pairs each: source | reference | each method with its HIS."""
+
+    def __init__(self, folder: Path, per_sheet: int, tile_height: int) -> None:
+        self.folder, self.per_sheet, self.tile_height = folder, per_sheet, tile_height
+        self.rows: list[list[tuple[str, Image.Image]]] = []
+        self.titles: list[str] = []
+        self.names: list[str] = []
+        self.paths: list[Path] = []
+
+    def add(self, result: PairResult, remark: str = "") -> None:
+        """One row for the pair (its title gets ``remark``); a full sheet is written at once."""
+        tiles = [
+            ("source", _thumb(result.source, self.tile_height)),
+            ("reference", _thumb(result.reference, self.tile_height)),
+        ]
+        tiles += [
+            (
+                f"{row['method']}  HIS {row['his']:.3f}",
+                _thumb(result.outputs[row["method"]], self.tile_height),
+            )
+            for row in result.rows
+        ]
+        self.rows.append(tiles)
+        self.titles.append(f"#{result.pair.name}{remark}")
+        self.names.append(result.pair.name)
+        if len(self.rows) == self.per_sheet:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the sheet of the pairs added since the last one (nothing when there are none)."""
+        if self.rows:
+            path = self.folder / f"dpst_{self.names[0]}-{self.names[-1]}.png"
+            self.paths.append(save_png(contact_sheet(self.rows, self.titles, self.tile_height), path))
+            self.rows.clear()
+            self.titles.clear()
+            self.names.clear()
+
+
 def _wins(rows: Sequence[dict[str, Any]], pairs: Sequence[str]) -> dict[str, int]:
     """Per method, on how many of ``pairs`` it has the highest HIS (ties count for each)."""
     wins: dict[str, int] = {}
@@ -128,54 +167,27 @@ def run_dpst_report(
     """
     if per_sheet < 1 or tile_height < 16:
         raise UserError("--per-sheet must be >= 1 and --tile-height >= 16")
-    if size is not None and size < 32:
-        raise UserError(f"--size must be at least 32 pixels, got {size}")
+    check_size(size)
     pairs = read_dpst_pairs(dpst_dir, ids, limit)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
     apart: list[str] = []
-    sheet_rows: list[list[tuple[str, Image.Image]]] = []
-    titles: list[str] = []
-    sheet_names: list[str] = []
-    sheets: list[Path] = []
+    sheets = _ContactSheets(out / "sheets", per_sheet, tile_height)
 
-    def flush() -> None:
-        if sheet_rows:
-            path = out / "sheets" / f"dpst_{sheet_names[0]}-{sheet_names[-1]}.png"
-            sheets.append(save_png(contact_sheet(sheet_rows, titles, tile_height), path))
-            sheet_rows.clear()
-            titles.clear()
-            sheet_names.clear()
-
-    metrics_csv = out / "metrics.csv"
-    for result in evaluate_pairs(pairs, methods, size, metrics=["his"]):
+    def set_apart(result: PairResult) -> dict[str, Any]:
         degenerate = is_degenerate(result)
         if degenerate:
             apart.append(result.pair.name)
             logger.info("pair %s: reference identical to source, reported apart", result.pair.name)
-        for row in result.rows:
-            row["apart"] = int(degenerate)
-        rows.extend(result.rows)
-        write_metrics_csv(rows, metrics_csv)
-        tiles = [
-            ("source", _thumb(result.source, tile_height)),
-            ("reference", _thumb(result.reference, tile_height)),
-        ]
-        tiles += [
-            (f"{row['method']}  HIS {row['his']:.3f}", _thumb(result.outputs[row["method"]], tile_height))
-            for row in result.rows
-        ]
-        sheet_rows.append(tiles)
-        titles.append(f"#{result.pair.name}" + (" (ref = src)" if degenerate else ""))
-        sheet_names.append(result.pair.name)
-        if len(sheet_rows) == per_sheet:
-            flush()
-    flush()
+        return {"apart": int(degenerate)}
 
+    def draw(result: PairResult) -> None:
+        sheets.add(result, " (ref = src)" if result.pair.name in apart else "")
+
+    run = run_report(pairs, methods, out, size, ["his"], columns=set_apart, after_pair=draw)
+    sheets.flush()
+    rows = run.rows
     regular = [p.name for p in pairs if p.name not in apart]
-    columns = ["his", "seconds"]
-    means = mean_by_method([r for r in rows if not r["apart"]], columns) if regular else {}
+    means = mean_by_method([r for r in rows if not r["apart"]], ["his", "seconds"]) if regular else {}
     lines = [
         f"# DPST report: {len(methods)} methods on {len(pairs)} pairs",
         "",
@@ -210,11 +222,6 @@ def run_dpst_report(
             "",
             markdown_table(per_method, ["his", "seconds"]),
         ]
-    lines += ["Methods: " + "; ".join(f"{m.name} ({m.description})" for m in methods) + ".", ""]
-    if command:
-        lines += ["Command:", "", f"    {command}", ""]
-    summary_md = out / "summary.md"
-    with atomic_write(summary_md) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-    logger.info("wrote %s, %s and %d contact sheets", metrics_csv, summary_md, len(sheets))
-    return DpstReport(out, metrics_csv, summary_md, sheets, means, apart, len(pairs))
+    summary_md = write_summary(run, lines, methods, command)
+    logger.info("wrote %s, %s and %d contact sheets", run.metrics_csv, summary_md, len(sheets.paths))
+    return DpstReport(out, run.metrics_csv, summary_md, sheets.paths, means, apart, len(pairs))

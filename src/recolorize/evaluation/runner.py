@@ -58,6 +58,10 @@ __all__ = [
     "write_metrics_csv",
     "mean_by_method",
     "markdown_table",
+    "ReportRun",
+    "check_size",
+    "run_report",
+    "write_summary",
     "EvalReport",
     "run_eval",
 ]
@@ -473,6 +477,67 @@ def comparison_tiles(result: PairResult) -> list[tuple[str, np.ndarray]]:
     return tiles
 
 
+# ------------------------------------------------------------------------------------------- reports
+
+
+@dataclass
+class ReportRun:
+    """What :func:`run_report` wrote: the output folder, its metrics.csv and every row in it."""
+
+    out_dir: Path
+    metrics_csv: Path
+    rows: list[dict[str, Any]]
+
+
+def check_size(size: int | None) -> None:
+    """Every report's ``--size``: None (full size) or a long side of at least 32 px."""
+    if size is not None and size < 32:
+        raise UserError(f"--size must be at least 32 pixels, got {size}")
+
+
+def run_report(
+    pairs: Sequence[Pair],
+    methods: Sequence[Method],
+    out_dir: str | os.PathLike[str],
+    size: int | None = None,
+    metrics: Sequence[str] | None = None,
+    columns: Callable[[PairResult], Mapping[str, Any]] | None = None,
+    after_pair: Callable[[PairResult], None] | None = None,
+) -> ReportRun:
+    """The loop every report shares (``eval``, ``dpst-report``): run and score ``methods`` on each pair
+    and rewrite ``out_dir/metrics.csv`` after every pair, so an interrupted run keeps what it computed.
+
+    columns(result): extra columns for the pair's rows (e.g. DPST's ``apart``), added before they are
+    written. after_pair(result): the report's own work once the pair's rows are written (its pictures).
+    The report then writes its summary with :func:`write_summary`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = ReportRun(out, out / "metrics.csv", [])
+    for result in evaluate_pairs(pairs, methods, size, metrics):
+        extra = columns(result) if columns is not None else {}
+        for row in result.rows:
+            row.update(extra)
+        run.rows.extend(result.rows)
+        write_metrics_csv(run.rows, run.metrics_csv)
+        if after_pair is not None:
+            after_pair(result)
+    return run
+
+
+def write_summary(
+    run: ReportRun, lines: Sequence[str], methods: Sequence[Method], command: str | None = None
+) -> Path:
+    """``summary.md``: the report's own ``lines``, then the methods and the command that made it."""
+    lines = [*lines, "Methods: " + "; ".join(f"{m.name} ({m.description})" for m in methods) + ".", ""]
+    if command:
+        lines += ["Command:", "", f"    {command}", ""]
+    path = run.out_dir / "summary.md"
+    with atomic_write(path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 @dataclass
 class EvalReport:
     """What ``run_eval`` wrote and the means it found."""
@@ -502,29 +567,25 @@ def run_eval(
     grid_every: draw a comparison grid for pairs 0, K, 2K, ... (0: none), at most ``max_grids`` of them.
     metrics.csv is rewritten after every pair, so an interrupted run keeps what it computed.
     """
-    if size is not None and size < 32:
-        raise UserError(f"--size must be at least 32 pixels, got {size}")
+    check_size(size)
     if grid_every < 0 or max_grids < 0:
         raise UserError("--grid-every and --max-grids must be >= 0")
     csv_path = Path(pairs_csv)
     pairs = read_pairs(csv_path, limit)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_csv = out / "metrics.csv"
-    rows: list[dict[str, Any]] = []
     grids: list[Path] = []
-    for result in evaluate_pairs(pairs, methods, size, metrics):
-        rows.extend(result.rows)
-        write_metrics_csv(rows, metrics_csv)
+
+    def draw(result: PairResult) -> None:
         if grid_every and result.index % grid_every == 0 and len(grids) < max_grids:
             grid = comparison_grid(comparison_tiles(result), grid_height)
             grids.append(
                 save_png(grid, out / "grids" / f"{result.index:04d}_{_safe_name(result.pair.name)}.png")
             )
 
-    present = {key for row in rows for key in row}
+    run = run_report(pairs, methods, out, size, metrics, after_pair=draw)
+    present = {key for row in run.rows for key in row}
     columns = [m for m in METRIC_COLUMNS if m in present] + ["seconds"]
-    means = mean_by_method(rows, columns)
+    means = mean_by_method(run.rows, columns)
     with_target = sum(p.target is not None for p in pairs)
     lines = [
         f"# Evaluation of {len(methods)} methods on {len(pairs)} pairs",
@@ -539,13 +600,7 @@ def run_eval(
         "Target metrics compare the output I_P with the ground truth; HIS compares I_P with the reference "
         "I_R. seconds: wall time of the method alone (no loading, no metrics).",
         "",
-        "Methods: " + "; ".join(f"{m.name} ({m.description})" for m in methods) + ".",
-        "",
     ]
-    if command:
-        lines += ["Command:", "", f"    {command}", ""]
-    summary_md = out / "summary.md"
-    with atomic_write(summary_md) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-    logger.info("wrote %s, %s and %d grids", metrics_csv, summary_md, len(grids))
-    return EvalReport(out, metrics_csv, summary_md, grids, means, len(pairs))
+    summary_md = write_summary(run, lines, methods, command)
+    logger.info("wrote %s, %s and %d grids", run.metrics_csv, summary_md, len(grids))
+    return EvalReport(run.out_dir, run.metrics_csv, summary_md, grids, means, len(pairs))

@@ -16,6 +16,8 @@ class WEncoder(nn.Module):
 
     ResNet-18 on the 6-channel concatenation, global average pooling, linear to C. The self-reconstruction
     code is w0 = E_w(I, I) (section 3.3), which also characterises the image's global style (eq. 2).
+    The paper's "w-Encoder" (lower-case w); trained with G in the training stage "generator", not in the
+    stage named "wencoder" (that one trains :class:`MapEncoder`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -32,7 +34,8 @@ class WEncoder(nn.Module):
 class MapEncoder(nn.Module):
     """E_W(I) -> W0 at 1/16: the self-reconstruction latent map, I ~ G'(I, W0) (section 3.3).
 
-    ResNet-18 up to layer3 (1/16) and a 1x1 projection to C channels.
+    ResNet-18 up to layer3 (1/16) and a 1x1 projection to C channels. The paper's "W-Encoder" (capital W):
+    the training stage "wencoder" trains this network (``RecolorModel.map_encoder``), not :class:`WEncoder`.
     """
 
     def __init__(self, config: ModelConfig) -> None:

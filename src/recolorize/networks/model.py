@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from recolorize.config import NUM_STYLES, ModelConfig, model_config_from_json
+from recolorize.config import CONFIG_METADATA_KEY, NUM_STYLES, ModelConfig, model_config_from_text
 from recolorize.errors import WeightsError, one_line
 from recolorize.io_utils import atomic_write
 from recolorize.networks.colour_prior import mkl_affine
@@ -33,10 +33,23 @@ from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
 from recolorize.networks.predictor import PredictorInputs, WPredictor
 
-__all__ = ["RecolorModel", "check_weights", "config_path_for", "read_safetensors_header"]
+__all__ = [
+    "RecolorModel",
+    "check_weights",
+    "config_path_for",
+    "is_backbone_key",
+    "read_safetensors_header",
+]
 
 #: Generator layers (1-based, inclusive) filled by W1, W2, W3 (section 3.4.3, after pSp [18]).
 LAYERS_PER_LEVEL = {"W1": range(1, 10), "W2": range(10, 13), "W3": range(13, 21)}
+
+
+def is_backbone_key(name: str) -> bool:
+    """Whether a state-dict key is the frozen semantic backbone's: no weight file or checkpoint holds those
+    (they come from the backbone's own package), so they are left out when saving and not missed when
+    loading."""
+    return name.startswith("semantic.")
 
 
 def config_path_for(weights_path: str | Path) -> Path:
@@ -160,16 +173,14 @@ def _read_config(path: Path, metadata: dict[str, str]) -> ModelConfig:
             text = config_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise WeightsError(f"cannot read model config {config_file}: {one_line(exc)}") from None
-    elif "config" in metadata:
-        where, text = f"the metadata of {path}", metadata["config"]
+    elif CONFIG_METADATA_KEY in metadata:
+        where, text = f"the metadata of {path}", metadata[CONFIG_METADATA_KEY]
     else:
         raise WeightsError(f"{path} has no config (no {config_file.name} beside it, none inside)")
     try:
-        return model_config_from_json(json.loads(text))
-    except RecursionError:
-        raise WeightsError(f"model config in {where} is nested too deeply") from None
-    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-        raise WeightsError(f"bad model config in {where}: {one_line(exc)}") from None
+        return model_config_from_text(text, where)
+    except ValueError as exc:  # one line that names where the config came from
+        raise WeightsError(str(exc)) from None
 
 
 def check_weights(path: str | Path) -> ModelConfig:
@@ -437,7 +448,7 @@ class RecolorModel(nn.Module):
     # --- weights --------------------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor except the frozen backbone's (which ships in its own package)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("semantic.")}
+        return {k: v for k, v in self.state_dict().items() if not is_backbone_key(k)}
 
     def save(self, path: str | Path, half: bool = False) -> None:
         """Write safetensors weights (fp16 with ``half``) and the config JSON beside them, atomically."""
@@ -447,7 +458,7 @@ class RecolorModel(nn.Module):
         }
         config_json = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
         with atomic_write(path) as tmp:
-            save_file(state, str(tmp), metadata={"config": config_json, "format": "recolorize-1"})
+            save_file(state, str(tmp), metadata={CONFIG_METADATA_KEY: config_json, "format": "recolorize-1"})
         with atomic_write(config_path_for(path)) as tmp:
             tmp.write_text(config_json + "\n")
 

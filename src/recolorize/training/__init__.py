@@ -2,6 +2,11 @@
 
 ``recolorize train ...`` (or ``torchrun --nproc_per_node N -m recolorize.training ...``) runs
 :func:`train`; ``recolorize export RUN_DIR -o DIR`` writes a run's newest weights as the fp16 model files.
+
+One job per module: ``loop`` (:func:`train`, config resolution), ``runner`` (one stage's step loop),
+``stages`` (the stages as data, loss terms, schedules), ``stage_network`` (what DDP wraps), ``batches``
+(the data order), ``ema``, ``distributed`` (process group, rank helpers), ``run_folder`` (metrics CSV,
+sample grids, config.json, stage weights) and ``checkpoint``.
 """
 
 from recolorize.training.checkpoint import (
@@ -13,7 +18,9 @@ from recolorize.training.checkpoint import (
     save_checkpoint,
     state_digest,
 )
-from recolorize.training.loop import METRIC_FIELDS, StageSummary, TrainRequest, apply_overrides, train
+from recolorize.training.loop import TrainRequest, apply_overrides, train
+from recolorize.training.run_folder import METRIC_FIELDS
+from recolorize.training.runner import StageSummary
 from recolorize.training.stages import STAGE_ORDER, STAGES, Stage, StageOutputs, get_stage
 
 __all__ = [

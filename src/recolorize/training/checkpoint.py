@@ -41,7 +41,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from recolorize.config import ModelConfig, TrainConfig
+from recolorize.config import (
+    CONFIG_METADATA_KEY,
+    STAGE_NAMES,
+    ModelConfig,
+    TrainConfig,
+    model_config_from_metadata,
+)
 from recolorize.errors import UserError
 from recolorize.io_utils import atomic_write
 
@@ -186,7 +192,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint, keep_previous: boo
     }
     metadata = {
         "format": CHECKPOINT_FORMAT,
-        "config": json.dumps(checkpoint.model_config.to_dict(), sort_keys=True),
+        CONFIG_METADATA_KEY: json.dumps(checkpoint.model_config.to_dict(), sort_keys=True),
         "training": json.dumps(training),
     }
     metadata[_CHECKSUM_KEY] = _checksum(state_digest(tensors), metadata)
@@ -301,7 +307,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         return Checkpoint(
             stage=training["stage"],
             step=int(training["step"]),
-            model_config=ModelConfig.from_dict(json.loads(metadata["config"])),
+            model_config=model_config_from_metadata(metadata, path),
             train_config=TrainConfig.from_dict(training["train_config"]),
             model_state=model_state,
             optimizer_state=optimizer_state,
@@ -373,7 +379,7 @@ def latest_weights(run_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Te
 
     Returns (model config, trainable state dict, a description of where they came from).
     """
-    from recolorize.training.stages import STAGE_ORDER
+    from recolorize.training.run_folder import stage_weights_path  # (it imports this module)
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -385,16 +391,14 @@ def latest_weights(run_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Te
             state.update(checkpoint.ema_state)
         source = f"{checkpoint_path} (stage {checkpoint.stage}, step {checkpoint.step})"
         return checkpoint.model_config, state, source
-    for stage in reversed(STAGE_ORDER):
-        weights = run_dir / f"{stage}.safetensors"
+    for stage in reversed(STAGE_NAMES):
+        weights = stage_weights_path(run_dir, stage)
         if weights.is_file():
             with safe_open(str(weights), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-            if "config" not in metadata:
-                raise UserError(f"{weights} has no model config in its metadata")
-            return (
-                ModelConfig.from_dict(json.loads(metadata["config"])),
-                load_file(str(weights)),
-                str(weights),
-            )
+            try:
+                config = model_config_from_metadata(metadata, weights)
+            except ValueError as error:
+                raise UserError(str(error)) from error
+            return config, load_file(str(weights)), str(weights)
     raise UserError(f"{run_dir} holds no {CHECKPOINT_NAME} and no finished stage weights")

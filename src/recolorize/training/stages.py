@@ -5,7 +5,10 @@ Stage 1 "generator" (section 3.2.2): G and E_w jointly on colour pairs (I_in, I_
     A share :data:`IDENTITY_FRACTION` of the pairs has I_out = I_in, so that the self-reconstruction
     code w0 = E_w(I, I) of section 3.3 really reconstructs I (I ~ G(I, w0)); the paper's w0 loss relies on it.
 Stage 2 "wencoder" (section 3.3): E_W with G' fixed, I_rec = G'(I, expand(E_W(I))); loss L1(I_rec, I)
-    (+ LPIPS when its weight is set).
+    (+ LPIPS when its weight is set). The name is the paper's "W-Encoder" E_W (capital W): the network is
+    ``RecolorModel.map_encoder`` (class ``MapEncoder``), not E_w (class ``WEncoder``, trained in stage 1).
+    The name stays: checkpoints, metrics rows, ``wencoder.safetensors``, ``TrainConfig.wencoder`` and
+    ``--set wencoder.*`` of existing runs use it.
 Stage 3 "predictor" (section 3.4.4, eq. 6): P_W with G', E_W, E_w fixed on triples (I_S, I_R, target),
     I_P = G'(I_S, P_W(I_S, I_R)); loss lambda_1 L1(I_P, target) + lambda_LPIPS LPIPS(I_P, target)
     + lambda_w0 L_w0(I_R, I_P). The paper writes the pixel terms "between I_P and I_R"; I_R is re-framed
@@ -20,6 +23,7 @@ stage; gradients still flow *through* frozen networks (e.g. through G' into E_W,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from recolorize.config import StageConfig
+from recolorize.config import STAGE_NAMES, StageConfig
 from recolorize.data.cache import CachedColourPairs, CachedImages, CachedTriples, TrainingCache
 from recolorize.data.folders import Photo
 from recolorize.data.pairs import ColourPairDataset, ImageDataset, TriplePairDataset
@@ -46,13 +50,15 @@ __all__ = [
     "IdentityMixPairs",
     "loss_weights",
     "mask_bound",
+    "learning_rate",
 ]
 
 #: Share of each stage-1 batch trained as identity pairs (I_in = I_out): E_w(I, I) = w0 must reconstruct I.
 IDENTITY_FRACTION = 0.25
 
 #: The stages in training order; ``--stage all`` runs them in this order, each from the previous weights.
-STAGE_ORDER: tuple[str, ...] = ("generator", "wencoder", "predictor")
+#: Defined once, as TrainConfig's stage fields (:data:`recolorize.config.STAGE_NAMES`).
+STAGE_ORDER: tuple[str, ...] = STAGE_NAMES
 
 
 @dataclass
@@ -274,32 +280,36 @@ class Stage:
     cached_dataset: Callable[[TrainingCache, int], Dataset] | None = None
 
 
+#: Stage name -> stage, in :data:`STAGE_ORDER` (the keys are the stages' own names; a test checks the order).
 STAGES: dict[str, Stage] = {
-    "generator": Stage(
-        name="generator",
-        trainable=("generator", "w_encoder"),
-        dataset=lambda photos, resolution, seed: IdentityMixPairs(photos, resolution, seed=seed),
-        forward=_generator_forward,
-        terms=("l1", "lab_l1", "lpips"),
-        cached_dataset=lambda cache, seed: CachedColourPairs(cache, seed, IDENTITY_FRACTION),
-    ),
-    "wencoder": Stage(
-        name="wencoder",
-        trainable=("map_encoder",),
-        dataset=lambda photos, resolution, seed: ImageDataset(photos, resolution, seed=seed),
-        forward=_wencoder_forward,
-        terms=("l1", "lab_l1", "lpips"),
-        cached_dataset=lambda cache, seed: CachedImages(cache, seed),
-    ),
-    "predictor": Stage(
-        name="predictor",
-        trainable=("predictor",),
-        dataset=lambda photos, resolution, seed: TriplePairDataset(photos, resolution, seed=seed),
-        forward=_predictor_forward,
-        terms=("l1", "lab_l1", "lpips", "w0", "histogram"),
-        masking=True,
-        cached_dataset=lambda cache, seed: CachedTriples(cache, seed),
-    ),
+    stage.name: stage
+    for stage in (
+        Stage(
+            name="generator",
+            trainable=("generator", "w_encoder"),
+            dataset=lambda photos, resolution, seed: IdentityMixPairs(photos, resolution, seed=seed),
+            forward=_generator_forward,
+            terms=("l1", "lab_l1", "lpips"),
+            cached_dataset=lambda cache, seed: CachedColourPairs(cache, seed, IDENTITY_FRACTION),
+        ),
+        Stage(
+            name="wencoder",
+            trainable=("map_encoder",),
+            dataset=lambda photos, resolution, seed: ImageDataset(photos, resolution, seed=seed),
+            forward=_wencoder_forward,
+            terms=("l1", "lab_l1", "lpips"),
+            cached_dataset=lambda cache, seed: CachedImages(cache, seed),
+        ),
+        Stage(
+            name="predictor",
+            trainable=("predictor",),
+            dataset=lambda photos, resolution, seed: TriplePairDataset(photos, resolution, seed=seed),
+            forward=_predictor_forward,
+            terms=("l1", "lab_l1", "lpips", "w0", "histogram"),
+            masking=True,
+            cached_dataset=lambda cache, seed: CachedTriples(cache, seed),
+        ),
+    )
 }
 
 
@@ -335,3 +345,14 @@ def mask_bound(step: int, total_steps: int, config: StageConfig) -> float:
     if warmup <= 0:
         return float(config.mask_ratio_max)
     return float(config.mask_ratio_max * min(1.0, step / warmup))
+
+
+def learning_rate(step: int, config: StageConfig) -> float:
+    """Adam's rate at ``step`` (0-based): linear warm-up over ``warmup_steps``, then constant or cosine."""
+    rate = config.lr
+    if config.warmup_steps > 0:
+        rate *= min(1.0, (step + 1) / config.warmup_steps)
+    if config.cosine and config.steps > config.warmup_steps:
+        progress = max(0.0, (step - config.warmup_steps) / (config.steps - config.warmup_steps))
+        rate *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return rate
