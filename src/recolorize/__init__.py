@@ -8,11 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Recolorizer", "RecolorModel", "ModelConfig", "get_config", "__version__"]
+__all__ = [
+    "Recolorizer",
+    "RecolorModel",
+    "ModelConfig",
+    "get_config",
+    "Lut3D",
+    "transfer_lut",
+    "read_cube",
+    "__version__",
+]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from recolorize.config import ModelConfig, get_config
+    from recolorize.inference.lut import Lut3D, read_cube, transfer_lut
     from recolorize.inference.pipeline import Recolorizer
     from recolorize.networks.model import RecolorModel
 
@@ -27,6 +37,10 @@ def __getattr__(name: str) -> Any:
         from recolorize.networks.model import RecolorModel
 
         return RecolorModel
+    if name in ("Lut3D", "transfer_lut", "read_cube"):
+        from recolorize.inference import lut
+
+        return getattr(lut, name)
     if name in ("ModelConfig", "get_config"):
         from recolorize import config
 

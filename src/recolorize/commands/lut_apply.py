@@ -1,0 +1,127 @@
+"""``recolorize lut-apply``: grade photos with a 3D LUT (``.cube``, ours or anyone's) at full resolution.
+
+No model is loaded: the LUT is read (a malformed file is one error line, exit 2), each photo is decoded as
+``transfer`` decodes it (EXIF orientation, ICC profile to sRGB, 16 bits) and written back as ``transfer``
+writes it (the source's ICC profile, EXIF, alpha and bit depth; atomically). In a folder, a photo that fails
+is named in one line and skipped, existing outputs are skipped unless ``--overwrite``, and the command exits
+1 at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from recolorize.errors import UserError, one_line
+
+__all__ = ["register", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``lut-apply`` subcommand."""
+    parser = subparsers.add_parser(
+        "lut-apply",
+        help="apply a 3D LUT (.cube) to a photo or a folder of photos",
+        description="Apply LUT (a .cube file: 3D, 1D, or a Resolve 1D shaper + 3D; trilinear interpolation "
+        "on sRGB values) to PHOTO at full resolution, keeping its ICC profile, EXIF, alpha and bit depth. "
+        "PHOTO may be a folder; then -o is a folder.",
+    )
+    parser.add_argument("lut", type=Path, help="the LUT (.cube)")
+    parser.add_argument("photo", type=Path, help="photo or folder of photos")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output file (its suffix picks the format: .jpg .jpeg .png .tif .tiff .webp .bmp) or folder",
+    )
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the output (1-100)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (even the source)")
+    parser.add_argument(
+        "--max-pixels", default=None, metavar="N", help="decompression-bomb limit, as for transfer"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also log what is loaded"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the options and paths, read the LUT, then grade each photo and write it atomically."""
+    from recolorize.commands.transfer import Job, _check_output, _check_output_folder, _held_logs, _images_in
+    from recolorize.inference.image_io import (
+        check_regular_file,
+        load_image,
+        output_format,
+        resolve_max_pixels,
+        save_image,
+    )
+    from recolorize.inference.lut import read_cube
+
+    if not 1 <= args.quality <= 100:
+        raise UserError(f"--quality must be between 1 and 100, got {args.quality}")
+    max_pixels = resolve_max_pixels(args.max_pixels)
+    batch = args.photo.is_dir()
+    if batch:
+        _check_output_folder(args.output)
+        photos = _images_in(args.photo)
+        if not photos:
+            raise UserError(f"no images in folder {args.photo}")
+        jobs = [Job(p, args.lut, args.output / p.name) for p in photos]
+    else:
+        check_regular_file(args.photo)
+        output = args.output / args.photo.name if args.output.is_dir() else args.output
+        output_format(output)
+        jobs = [Job(args.photo, args.lut, output)]
+        _check_output(jobs[0], source_path=args.photo, overwrite=args.overwrite)
+    lut = read_cube(args.lut)
+    if not batch:
+        with _held_logs():
+            photo = load_image(args.photo, max_pixels=max_pixels)
+        rgb = lut.apply(photo.rgb)
+        save_image(
+            jobs[0].output, rgb, like=photo, quality=args.quality, overwrite=True, source_path=args.photo
+        )
+        return 0
+
+    failures = 0
+    todo = []
+    for job in jobs:
+        if job.output.exists() and not args.overwrite:
+            logger.info("skipping %s: %s exists (use --overwrite)", job.source, job.output)
+        else:
+            todo.append(job)
+    for job in tqdm(todo, desc="grading", unit="photo", disable=not todo):
+        try:
+            with _held_logs():
+                _check_output(job, source_path=job.source, overwrite=args.overwrite)
+                photo = load_image(job.source, max_pixels=max_pixels)
+                save_image(
+                    job.output,
+                    lut.apply(photo.rgb),
+                    like=photo,
+                    quality=args.quality,
+                    overwrite=True,
+                    source_path=job.source,
+                )
+        except UserError as error:
+            failures += 1
+            tqdm.write(f"recolorize: error: {one_line(error, 500)}", file=sys.stderr)
+        except Exception as error:  # noqa: BLE001 - one bad photo must never stop the batch
+            failures += 1
+            logger.debug("grading %s failed", job.source, exc_info=True)
+            tqdm.write(
+                f"recolorize: error: {job.source} failed "
+                f"({type(error).__name__}: {one_line(error)}); skipped",
+                file=sys.stderr,
+            )
+    if failures:
+        tqdm.write(f"recolorize: {failures} of {len(jobs)} photos failed", file=sys.stderr)
+        return 1
+    return 0
