@@ -3,9 +3,9 @@
 
     .venv/bin/python scripts/grow_local_transfer.py IN.safetensors OUT.safetensors
 
-OUT is an ``--init`` for ``recolorize train --stage predictor``. The experiment it served (a fine-tune of the
-shipped model with the local transfer; no gain at 700 steps) is in docs/model-card.md; the shipped model has no
-local transfer, so scripts/train_default.sh does not call this.
+OUT is an ``--init`` for ``recolorize train --stage predictor``. The experiment it served (a fine-tune
+of the shipped model with the local transfer; no gain at 700 steps) is in docs/model-card.md; the shipped
+model has no local transfer, so scripts/train_default.sh does not call this.
 """
 
 import sys

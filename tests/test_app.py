@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from recolorize.app.server import AppConfig, create_server, parse_multipart
+from recolorize.app.server import MAX_REFERENCES, AppConfig, create_server, parse_multipart
 from recolorize.cli import build_parser
 
 MAX_UPLOAD = 1_000_000  # small so the oversize tests stay light; the DPST photos are ~0.4 MB
@@ -192,9 +192,10 @@ def test_oversize_uploads_are_refused(server, photos):
     )
     assert status == 413
     assert "big.png" in json.loads(body)["error"] and "limit is 1.0 MB" in json.loads(body)["error"]
-    # a body over the whole-request limit is refused from its Content-Length alone
+    # a body over the whole-request limit (source + MAX_REFERENCES references) is refused from its
+    # Content-Length alone
     huge, content_type = multipart(
-        {"source": ("a.png", b"\0" * (3 * MAX_UPLOAD)), "reference": ("b.png", b"x")}
+        {"source": ("a.png", b"\0" * ((2 + MAX_REFERENCES) * MAX_UPLOAD)), "reference": ("b.png", b"x")}
     )
     status, _, body = request(server, "POST", "/api/prepare", huge, {"Content-Type": content_type})
     assert status == 413 and "at most 1.0 MB" in json.loads(body)["error"]
@@ -488,3 +489,36 @@ def test_a_dripping_upload_is_cut_off(strict_server):
                 continue
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert time.perf_counter() - start < 8
+
+
+def multipart_list(files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """Like ``multipart`` but with repeated field names (several reference files)."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, filename, data in files
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_several_references_in_one_upload(server, photos):
+    """1-4 reference files (the field name repeated) are prepared as one set of positions; a fifth is
+    refused."""
+    source = ("source.png", photos["source"].read_bytes())
+    reference = ("ref.png", photos["reference"].read_bytes())
+    body, content_type = multipart_list(
+        [("source", *source), ("reference", *reference), ("reference", *source)]
+    )
+    fields = parse_multipart(body, content_type)
+    assert fields["reference#2"] == source and fields["reference"] == reference
+    status, _, answer = request(server, "POST", "/api/prepare", body, {"Content-Type": content_type})
+    assert status == 200, answer
+    key = json.loads(answer)["id"]
+    status, _, png = request(server, "GET", f"/api/render/{key}?strength=1")
+    assert status == 200 and pixels(png).size
+    body, content_type = multipart_list([("source", *source)] + [("reference", *reference)] * 5)
+    status, _, answer = request(server, "POST", "/api/prepare", body, {"Content-Type": content_type})
+    assert status == 400 and b"at most 4" in answer

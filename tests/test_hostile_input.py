@@ -213,10 +213,10 @@ def test_folder_batch_names_and_skips_any_failure(
     os.mkfifo(photos / "d.jpg")
     original = Recolorizer.render_array
 
-    def render_array(self: Recolorizer, prepared, strength: float = 1.0):  # noqa: ANN001
+    def render_array(self: Recolorizer, prepared, strength: float = 1.0, **options):  # noqa: ANN001, ANN003
         if prepared.source.path is not None and prepared.source.path.name == "crash.jpg":
             raise RuntimeError("boom from inside the model")
-        return original(self, prepared, strength)
+        return original(self, prepared, strength, **options)
 
     monkeypatch.setattr(Recolorizer, "render_array", render_array)
     out = tmp_path / "out"

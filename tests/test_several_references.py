@@ -70,3 +70,28 @@ def test_no_reference_is_an_error(recolorizer, photos) -> None:
 
     with pytest.raises(UserError):
         recolorizer.prepare(photos[0], [])
+
+
+def test_cli_takes_several_references_and_pairs_rows_with_semicolons(recolorizer, photos, tmp_path) -> None:
+    """`transfer SOURCE REF1 REF2 -o OUT` and a --pairs row "a.jpg;b.jpg" give the API's list result."""
+    from PIL import Image
+
+    from recolorize.cli import main
+
+    source, reference = photos
+    width = reference.rgb.shape[1]
+    left = tmp_path / "left.png"
+    right = tmp_path / "right.png"
+    Image.fromarray((reference.rgb[:, : width * 3 // 5] * 255).round().astype(np.uint8)).save(left)
+    Image.fromarray((reference.rgb[:, width * 2 // 5 :] * 255).round().astype(np.uint8)).save(right)
+    out = tmp_path / "out.png"
+    assert main(["transfer", str(EXAMPLES / "source.jpg"), str(left), str(right), "-o", str(out)]) == 0
+    expected = recolorizer.render_array(recolorizer.prepare(source, [left, right]))
+    written = load_image(out).rgb
+    assert np.abs(written - expected).max() * 255 <= 1.0
+    only_left = recolorizer.render_array(recolorizer.prepare(source, left))
+    assert np.abs(written - only_left).mean() * 255 > 0.5  # the second reference changed the result
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"source,reference,output\n{EXAMPLES / 'source.jpg'},left.png;right.png,two.png\n")
+    assert main(["transfer", "--pairs", str(pairs), "-o", str(tmp_path / "batch")]) == 0
+    assert np.abs(load_image(tmp_path / "batch" / "two.png").rgb - written).max() * 255 <= 1.0

@@ -11,8 +11,9 @@ Endpoints (``ID`` is an opaque upload id)::
 
     GET  /                       the page (static/index.html, app.js, app.css)
     GET  /api/config             limits and model description, JSON
-    POST /api/prepare            multipart form with ``source`` and ``reference`` files:
-                                 decodes both, runs ``Recolorizer.prepare`` once, caches the pair -> JSON
+    POST /api/prepare            multipart form with a ``source`` file and 1-4 ``reference`` files (the
+                                 name repeated): decodes them, runs ``Recolorizer.prepare`` once, caches
+                                 the pair -> JSON
     GET  /api/source/ID          the source, downscaled to the preview size, PNG
     GET  /api/render/ID?strength=S   the result at preview size (reruns only ``render``), PNG
     GET  /api/download/ID?strength=S the full-resolution result with the source's ICC/EXIF/alpha
@@ -67,7 +68,7 @@ from recolorize.app import (
     DEFAULT_PREVIEW_SIZE,
 )
 from recolorize.errors import UserError
-from recolorize.inference.image_io import LoadedImage, encode_image, load_image
+from recolorize.inference.image_io import LoadedImage, encode_image, load_image, takes_8bit_srgb
 from recolorize.inference.pipeline import PreparedPair, Recolorizer
 
 __all__ = [  # the DEFAULT_* limits live in recolorize.app, which re-exports these names
@@ -89,6 +90,8 @@ DEFAULT_MAX_CONNECTIONS = 32
 ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF", "MPO")
 _DOWNLOAD_FORMATS = {"JPEG": ("JPEG", "jpg"), "MPO": ("JPEG", "jpg"), "TIFF": ("TIFF", "tif")}
 _DOWNLOAD_FORMATS.update({"PNG": ("PNG", "png"), "WEBP": ("WEBP", "webp")})
+#: Most reference photos one upload may carry (each up to the per-image limit).
+MAX_REFERENCES = 4
 _MULTIPART_OVERHEAD = 64 * 1024
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _LENGTH_RE = re.compile(r"^[0-9]{1,15}$")
@@ -172,7 +175,8 @@ def _same_origin(origin: str, host: str) -> bool:
 
 
 def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, bytes]]:
-    """Fields of a ``multipart/form-data`` body: name -> (filename, bytes). Exact bytes, no copies to disk."""
+    """Fields of a ``multipart/form-data`` body: name -> (filename, bytes). Exact bytes, no copies to disk.
+    A name sent again is kept as ``name#2``, ``name#3`` ... (several reference files)."""
     match = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', content_type)
     if not content_type.lower().startswith("multipart/form-data") or not match:
         raise HTTPProblem(HTTPStatus.BAD_REQUEST, "expected a multipart/form-data upload")
@@ -196,7 +200,11 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, byte
         name = re.search(r'\bname="([^"]*)"', disposition)
         filename = re.search(r'\bfilename="([^"]*)"', disposition)
         if name:
-            fields[name.group(1)] = (filename.group(1) if filename else "", content)
+            key, count = name.group(1), 1
+            while key in fields:  # a repeated name (several references): reference, reference#2, ...
+                count += 1
+                key = f"{name.group(1)}#{count}"
+            fields[key] = (filename.group(1) if filename else "", content)
     return fields
 
 
@@ -357,15 +365,16 @@ class AppState:
         except Exception:  # not an image Pillow can read: load_image says why
             return None, None
 
-    def prepare(self, source: tuple[str, bytes], reference: tuple[str, bytes]) -> tuple[str, Session]:
-        """Decode both images and run the predictor once (under the job lock); cache the pair."""
+    def prepare(self, source: tuple[str, bytes], references: list[tuple[str, bytes]]) -> tuple[str, Session]:
+        """Decode the images and run the predictor once (under the job lock); cache the pair. Several
+        references are one set of positions for the attention (Recolorizer.prepare)."""
 
         def job() -> Session:
             start = time.perf_counter()
             src = self.decode(source[1], source[0], "source")
-            ref = self.decode(reference[1], reference[0], "reference")
+            refs = [self.decode(data, name, "reference") for name, data in references]
             try:
-                prepared = self.recolorizer.prepare(src, ref)
+                prepared = self.recolorizer.prepare(src, refs if len(refs) > 1 else refs[0])
             except UserError as error:
                 raise HTTPProblem(HTTPStatus.BAD_REQUEST, str(error)) from error
             small = _preview_image(src, self.config.preview_size)
@@ -375,7 +384,7 @@ class AppState:
                 source[0] or "source",
                 src.width,
                 src.height,
-                reference[0] or "reference",
+                " + ".join(name or "reference" for name, _ in references),
                 time.perf_counter() - start,
             )
             return Session(prepared, preview, source[0], _png_fast(small.rgb), time.time())
@@ -391,8 +400,11 @@ class AppState:
         fmt, ext = _DOWNLOAD_FORMATS.get(session.prepared.source.format or "", ("PNG", "png"))
 
         def job() -> bytes:
-            rgb = self.recolorizer.render_array(session.prepared, strength)
-            return encode_image(rgb, like=session.prepared.source, fmt=fmt, quality=95)
+            source = session.prepared.source
+            # 8-bit sRGB output: the samples straight from the full-resolution step (no full-size float)
+            dtype = np.uint8 if takes_8bit_srgb(source, fmt) else np.float32
+            rgb = self.recolorizer.render_array(session.prepared, strength, dtype=dtype)
+            return encode_image(rgb, like=source, fmt=fmt, quality=95)
 
         data = self.run_job(job)
         stem = Path(session.source_name or "image").stem or "image"
@@ -603,7 +615,7 @@ class AppHandler(BaseHTTPRequestHandler):
         state = self.server.state
         limit = state.config.max_upload_bytes
         length = self._content_length()
-        if length > 2 * limit + _MULTIPART_OVERHEAD:
+        if length > (1 + MAX_REFERENCES) * limit + _MULTIPART_OVERHEAD:
             self._discard(length)
             upload, each = _mb_pair(length, limit)
             raise HTTPProblem(
@@ -613,17 +625,24 @@ class AppHandler(BaseHTTPRequestHandler):
         body = self._read_body(length)
         fields = parse_multipart(body, self.headers.get("Content-Type", ""))
         del body
-        for role in ("source", "reference"):
+        extra = sorted(k for k in fields if k.startswith("reference#"))
+        if len(extra) + 1 > MAX_REFERENCES:
+            raise HTTPProblem(
+                HTTPStatus.BAD_REQUEST, f"{len(extra) + 1} references; at most {MAX_REFERENCES} at once"
+            )
+        for role in ("source", "reference", *extra):
             if role not in fields or not fields[role][1]:
-                raise HTTPProblem(HTTPStatus.BAD_REQUEST, f"choose a {role} image first")
+                raise HTTPProblem(HTTPStatus.BAD_REQUEST, f"choose a {role.split('#')[0]} image first")
             filename, data = fields[role]
+            role = role.split("#")[0]
             if len(data) > limit:
                 label = f"the {role} image" + (f" ({filename})" if filename else "")
                 size, most = _mb_pair(len(data), limit)
                 raise HTTPProblem(
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{label} is {size}; the limit is {most}"
                 )
-        key, session = state.prepare(fields["source"], fields["reference"])
+        references = [fields["reference"]] + [fields[k] for k in sorted(extra, key=lambda k: int(k[10:]))]
+        key, session = state.prepare(fields["source"], references)
         src = session.prepared.source
         small = session.preview.source
         self._json(

@@ -71,7 +71,7 @@
     const zone = $(`${role}-drop`);
     const input = $(`${role}-input`);
     input.addEventListener("change", () => {
-      if (input.files && input.files[0]) setFile(role, input.files[0]);
+      if (input.files && input.files[0]) setFile(role, input.files);
       input.value = "";
     });
     zone.addEventListener("keydown", (e) => {
@@ -85,18 +85,23 @@
     zone.addEventListener("drop", (e) => {
       e.preventDefault();
       zone.classList.remove("dragover");
-      const file = e.dataTransfer.files && e.dataTransfer.files[0];
-      if (file) setFile(role, file);
+      if (e.dataTransfer.files && e.dataTransfer.files[0]) setFile(role, e.dataTransfer.files);
     });
   }
   // a drop that misses the zones must not navigate away from the page
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
 
-  function setFile(role, file) {
+  // The source takes one file; the reference up to MAX_REFERENCES (the server looks for each region's best
+  // match in all of them).
+  const MAX_REFERENCES = 4;
+  function setFile(role, fileList) {
+    const files = Array.from(fileList).slice(0, role === "reference" ? MAX_REFERENCES : 1);
+    const file = files[0];
     const zone = $(`${role}-drop`);
     const thumb = zone.querySelector(".thumb");
-    zone.querySelector(".drop-name").textContent = `${file.name} · ${mb(file.size)}`;
+    const total = files.reduce((sum, f) => sum + f.size, 0);
+    zone.querySelector(".drop-name").textContent = `${files.map((f) => f.name).join(" + ")} · ${mb(total)}`;
     zone.classList.add("filled");
     zone.classList.remove("invalid");
     if (thumb.dataset.url) URL.revokeObjectURL(thumb.dataset.url);
@@ -104,14 +109,15 @@
     thumb.onerror = () => { thumb.hidden = true; }; // e.g. TIFF, which browsers cannot show
     thumb.onload = () => { thumb.hidden = false; };
     thumb.src = thumb.dataset.url;
-    if (file.size > state.maxUpload) {
+    const big = files.find((f) => f.size > state.maxUpload);
+    if (big) {
       state.files[role] = null;
       zone.classList.add("invalid");
-      const [size, limit] = mbPair(file.size, state.maxUpload);
-      showError(`The ${role} image (${file.name}) is ${size}; the limit is ${limit}.`);
+      const [size, limit] = mbPair(big.size, state.maxUpload);
+      showError(`The ${role} image (${big.name}) is ${size}; the limit is ${limit}.`);
       return;
     }
-    state.files[role] = file;
+    state.files[role] = role === "reference" ? files : file;
     showError("");
     if (state.files.source && state.files.reference) upload();
     else setStatus(`Now choose the ${state.files.source ? "reference" : "source"} photo.`);
@@ -128,7 +134,7 @@
     download.disabled = true;
     const form = new FormData();
     form.append("source", state.files.source, state.files.source.name);
-    form.append("reference", state.files.reference, state.files.reference.name);
+    for (const ref of state.files.reference) form.append("reference", ref, ref.name);
     let info;
     try {
       const response = await fetch("/api/prepare", { method: "POST", body: form });
