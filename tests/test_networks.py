@@ -198,3 +198,16 @@ def test_save_and_load_round_trip(tmp_path, tiny_model: RecolorModel) -> None:
         )
     tiny_model.save(tmp_path / "half.safetensors", half=True)
     assert (tmp_path / "half.safetensors").stat().st_size < path.stat().st_size * 0.6
+
+
+def test_check_weights_leaves_the_random_stream_alone() -> None:
+    """Checking the shipped file builds its (known, small) config on the CPU; that must not move torch's
+    global random stream, which training seeds and then relies on."""
+    from recolorize.inference.pipeline import default_weights_path
+    from recolorize.networks.model import check_weights
+
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    check_weights(default_weights_path())
+    assert torch.equal(torch.rand(4), expected)
