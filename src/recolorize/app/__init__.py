@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from recolorize.image_formats import APP_DEFAULT_MAX_PIXELS
+
 __all__ = [
     "DEFAULT_CACHE_SIZE",
     "DEFAULT_MAX_PIXELS",
@@ -30,8 +32,8 @@ __all__ = [
 DEFAULT_PORT = 7860
 #: Largest accepted image file, in MB (10^6 bytes), per image.
 DEFAULT_MAX_UPLOAD_MB = 40.0
-#: Decompression-bomb limit for uploads: a 40 MP photo is ~0.5 GB as float32 while it is processed.
-DEFAULT_MAX_PIXELS = 40_000_000
+#: Decompression-bomb limit for uploads (lower than the CLI's on purpose; the reason is at its definition).
+DEFAULT_MAX_PIXELS = APP_DEFAULT_MAX_PIXELS
 #: Prepared pairs kept (LRU): each holds the full-size source as float32 plus the latents.
 DEFAULT_CACHE_SIZE = 4
 #: Long side of the preview the strength slider re-renders; the download is always full size.

@@ -62,13 +62,19 @@ from PIL import Image
 
 from recolorize.app import (
     DEFAULT_CACHE_SIZE,
-    DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_MB,
     DEFAULT_PORT,
     DEFAULT_PREVIEW_SIZE,
 )
 from recolorize.errors import UserError
-from recolorize.inference.image_io import LoadedImage, encode_image, load_image, takes_8bit_srgb
+from recolorize.image_formats import APP_DEFAULT_MAX_PIXELS
+from recolorize.inference.image_io import (
+    LoadedImage,
+    encode_image,
+    load_image,
+    takes_8bit_srgb,
+    to_uint8,
+)
 from recolorize.inference.pipeline import PreparedPair, Recolorizer
 
 __all__ = [  # the DEFAULT_* limits live in recolorize.app, which re-exports these names
@@ -121,7 +127,7 @@ class AppConfig:
     """The server's limits (see the module docstring)."""
 
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1_000_000)
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = APP_DEFAULT_MAX_PIXELS
     cache_size: int = DEFAULT_CACHE_SIZE
     preview_size: int = DEFAULT_PREVIEW_SIZE
     max_waiting: int = DEFAULT_MAX_WAITING
@@ -222,7 +228,7 @@ def _preview_image(image: LoadedImage, long_side: int) -> LoadedImage:
 
 def _png_fast(rgb: np.ndarray) -> bytes:
     """8-bit sRGB PNG with light compression: previews are local, speed matters more than size."""
-    pixels = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    pixels = to_uint8(rgb)
     buf = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -24,11 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``app`` subcommand."""
     from recolorize.app import (
         DEFAULT_CACHE_SIZE,
-        DEFAULT_MAX_PIXELS,
         DEFAULT_MAX_UPLOAD_MB,
         DEFAULT_PORT,
         DEFAULT_PREVIEW_SIZE,
     )
+    from recolorize.image_formats import APP_DEFAULT_MAX_PIXELS
 
     parser = subparsers.add_parser(
         "app",
@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-pixels",
         type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"largest accepted image in pixels (default {DEFAULT_MAX_PIXELS:,})",
+        default=APP_DEFAULT_MAX_PIXELS,
+        help=f"largest accepted image in pixels (default {APP_DEFAULT_MAX_PIXELS:,})",
     )
     parser.add_argument(
         "--cache",

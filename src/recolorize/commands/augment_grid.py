@@ -20,6 +20,8 @@ from recolorize.data.geometry import alter_geometry
 from recolorize.data.pairs import load_crop
 from recolorize.data.region_edits import edit_regions
 from recolorize.errors import UserError
+from recolorize.evaluation.grids import tile_to_pil
+from recolorize.inference.image_io import to_uint8
 from recolorize.io_utils import atomic_write
 
 __all__ = ["register", "run", "build_grid", "COLUMNS"]
@@ -32,8 +34,8 @@ _HEADER = 18
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
-    array = (image.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(array, "RGB")
+    """A (3, H, W) [0, 1] tensor as an RGB PIL image (8-bit as every writer quantises: ``to_uint8``)."""
+    return tile_to_pil(to_uint8(image.permute(1, 2, 0).numpy()))
 
 
 def build_grid(

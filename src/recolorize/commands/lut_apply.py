@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from recolorize.errors import UserError, one_line
+from recolorize.image_formats import WRITE_SUFFIXES
 
 __all__ = ["register", "run"]
 
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         required=True,
-        help="output file (its suffix picks the format: .jpg .jpeg .png .tif .tiff .webp .bmp) or folder",
+        help=f"output file (its suffix picks the format: {' '.join(WRITE_SUFFIXES)}) or folder",
     )
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the output (1-100)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (even the source)")

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from recolorize.errors import UserError, one_line
+from recolorize.image_formats import DEFAULT_MAX_PIXELS, PHOTO_SUFFIXES, WRITE_SUFFIXES
 
 __all__ = ["register", "run", "plan_jobs", "Job", "Plan", "MIN_SIZE", "MAX_SIZE"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+IMAGE_SUFFIXES = frozenset(PHOTO_SUFFIXES)  # inputs picked up from a folder
 #: Bounds of ``--size``. The attention between source and reference positions grows with the fourth
 #: power of the size: measured peak memory with the shipped model is 0.8 GB at 512 and 4.9 GB at 1024
 #: (2048 would need ~70 GB), so 1024 is the most a workstation can run.
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         required=True,
-        help="output file (its suffix picks the format: .jpg .jpeg .png .tif .tiff .webp .bmp) or folder",
+        help=f"output file (its suffix picks the format: {' '.join(WRITE_SUFFIXES)}) or folder",
     )
     parser.add_argument("--pairs", type=Path, help="CSV of pairs (columns source,reference[,output])")
     parser.add_argument(
@@ -139,7 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="decompression-bomb limit: a whole number of pixels >= 1, e.g. 40000000 or 4e7 (default: "
-        "$RECOLORIZE_MAX_PIXELS, else 100000000); 0 is refused here and in the variable alike",
+        f"$RECOLORIZE_MAX_PIXELS, else {DEFAULT_MAX_PIXELS}); 0 is refused here and in the variable alike",
     )
     parser.add_argument(
         "-v",

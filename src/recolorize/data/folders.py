@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from recolorize.errors import UserError
+from recolorize.image_formats import PHOTO_SUFFIXES
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -51,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: File name endings treated as photos (case-insensitive). Other files (JSON, CSV, README) are ignored.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_SUFFIXES  # kept for callers of the old name
 
 #: Folder names that hold masks in the known layouts: their files are masks, never photos.
 MASK_FOLDER_NAMES: frozenset[str] = frozenset(
@@ -162,7 +163,7 @@ def _walk_images(folder: Path) -> Iterable[Path]:
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if d not in MASK_FOLDER_NAMES and not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+            if not name.startswith(".") and name.lower().endswith(PHOTO_SUFFIXES):
                 yield Path(dirpath) / name
 
 
@@ -200,7 +201,7 @@ def discover_photos(
     photos = exclude_under(photos, exclude)
     if not photos:
         names = ", ".join(str(f) for f in folders)
-        raise UserError(f"no readable photos ({', '.join(IMAGE_EXTENSIONS)}) found in {names}")
+        raise UserError(f"no readable photos ({', '.join(PHOTO_SUFFIXES)}) found in {names}")
     photos.sort(key=lambda p: str(p.image))
     return photos
 

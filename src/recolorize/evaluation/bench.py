@@ -39,9 +39,11 @@ from recolorize.data.folders import (
 )
 from recolorize.data.geometry import GeometryRanges, alter_geometry
 from recolorize.errors import UserError
+from recolorize.evaluation.grids import save_png
+from recolorize.inference.image_io import to_uint8
 from recolorize.io_utils import atomic_write
 
-__all__ = ["make_bench", "load_photo", "recolour_pair", "save_png", "BENCH_COLUMNS"]
+__all__ = ["make_bench", "load_photo", "recolour_pair", "BENCH_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +65,6 @@ def load_photo(path: Path, size: int | None = None) -> torch.Tensor:
             rgb = to_rgb(im)
         array = np.asarray(rgb, dtype=np.uint8)
     return torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
-def save_png(image: torch.Tensor, path: str | os.PathLike[str]) -> None:
-    """Write a (3, H, W) [0, 1] image as an 8-bit PNG, atomically."""
-    array = (image.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    with atomic_write(path) as tmp:
-        Image.fromarray(array, "RGB").save(tmp, format="PNG")
 
 
 def recolour_pair(
@@ -161,7 +156,7 @@ def make_bench(
         target, reference = recolour_pair(source, regions, rng, augmenter, geometry)
         name = f"{row:04d}.png"
         for column, image in zip(BENCH_COLUMNS, (source, reference, target), strict=True):
-            save_png(image, out / column / name)
+            save_png(to_uint8(image.permute(1, 2, 0).numpy()), out / column / name)
         rows.append({column: f"{column}/{name}" for column in BENCH_COLUMNS})
         provenance.append(
             {

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from recolorize.errors import UserError
-from recolorize.evaluation.grids import contact_sheet, save_png, to_pil
+from recolorize.evaluation.grids import contact_sheet, save_png, tile_to_pil
 from recolorize.evaluation.runner import (
     Method,
     Pair,
@@ -94,7 +94,7 @@ class DpstReport:
 
 
 def _thumb(image: np.ndarray, height: int) -> Image.Image:
-    pil = to_pil(image)
+    pil = tile_to_pil(image)
     pil.thumbnail((2 * height, height), Image.Resampling.LANCZOS)
     return pil
 

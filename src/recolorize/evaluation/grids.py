@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from recolorize.inference.image_io import to_uint8
 from recolorize.io_utils import atomic_write
 
 __all__ = [
     "Tile",
-    "to_pil",
+    "tile_to_pil",
     "thumbnail",
     "cell_size",
     "labelled_row",
@@ -54,8 +55,10 @@ def _label_height() -> int:
     return _text_size("Ag|0.99")[1] + 2 * PAD
 
 
-def to_pil(image: np.ndarray | Image.Image) -> Image.Image:
-    """An RGB PIL image from a PIL image, a uint8 array or a float (H, W, 3) array in [0, 1]."""
+def tile_to_pil(image: np.ndarray | Image.Image) -> Image.Image:
+    """A plain RGB PIL image of a tile: a PIL image, a uint8 array or a float (H, W, 3) array in [0, 1]
+    (alpha dropped, NaN as 0; no ICC or EXIF, unlike ``image_io.to_pil``, which renders a photo like its
+    source)."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     array = np.asarray(image)
@@ -65,13 +68,13 @@ def to_pil(image: np.ndarray | Image.Image) -> Image.Image:
         raise ValueError(f"expected an (H, W, 3) image, got shape {array.shape}")
     array = array[..., :3]
     if array.dtype != np.uint8:
-        array = (np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        array = to_uint8(np.nan_to_num(array.astype(np.float64)))
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
 def thumbnail(image: np.ndarray | Image.Image, size: tuple[int, int]) -> Image.Image:
     """Fit ``image`` inside ``size`` = (width, height) keeping its aspect, centred on the background."""
-    pil = to_pil(image)
+    pil = tile_to_pil(image)
     width, height = size
     scale = min(width / pil.width, height / pil.height)
     fitted = pil.resize(
@@ -158,8 +161,11 @@ def contact_sheet(
     return sheet
 
 
-def save_png(image: Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Write ``image`` as a PNG, atomically; returns the path."""
+def save_png(image: np.ndarray | Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Write ``image`` (a tile: PIL image, uint8 or float [0, 1] (H, W, 3) array) as a plain 8-bit RGB PNG,
+    atomically; returns the path. The one PNG writer of reports and the benchmark builder."""
+    if not isinstance(image, Image.Image):
+        image = tile_to_pil(image)
     path = Path(path)
     with atomic_write(path, suffix=".png") as tmp:
         image.save(tmp, format="PNG", optimize=False)

@@ -189,10 +189,9 @@ def read_pairs(csv_path: str | os.PathLike[str], limit: int | None = None) -> li
 def load_rgb(path: Path, size: int | None = None) -> np.ndarray:
     """An image as float32 (H, W, 3) in [0, 1] (``image_io.load_image``), shrunk so its long side <= size.
 
-    Shrinking is antialiased bilinear (``fullres.resize_for_network``); images are never enlarged.
+    Shrinking is antialiased bilinear (``image_io.resize_for_network``); images are never enlarged.
     """
-    from recolorize.inference.fullres import resize_for_network
-    from recolorize.inference.image_io import load_image
+    from recolorize.inference.image_io import load_image, resize_for_network
 
     rgb = load_image(path).rgb
     height, width = rgb.shape[:2]

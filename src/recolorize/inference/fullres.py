@@ -32,6 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from recolorize.inference.image_io import resize_for_network  # re-exported: it lives with loading
 from recolorize.inference.parallel import for_each
 
 __all__ = [
@@ -65,22 +66,6 @@ DEFAULT_TILE_PIXELS = 1 << 16
 #: channels of a strip then stay in cache (3x faster at 0.5 MP, and ~50 MB less memory than the whole
 #: image at once). Rows agree with a whole-image fit to float64 rounding (the float32 results to an ulp).
 FIT_STRIP_ROWS = 8
-
-
-def resize_for_network(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Resize ``(B, C, H, W)`` to ``size`` (int = square) with antialiasing, in float32.
-
-    Bilinear with ``antialias=True`` is an area-weighted (triangle) filter when shrinking and plain
-    bilinear when enlarging, so a 12-MP photo shrunk to 256 does not alias; pixel centres are aligned
-    (``align_corners=False``), matching the coefficient upsampling of ``apply_affine``.
-    """
-    if image.dim() != 4:
-        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(image.shape)}")
-    out_hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if tuple(image.shape[-2:]) == out_hw:
-        return image.float()
-    out = F.interpolate(image.float(), size=out_hw, mode="bilinear", align_corners=False, antialias=True)
-    return out.clamp_(0.0, 1.0)
 
 
 def _box_axis(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:

@@ -62,14 +62,18 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from recolorize.errors import UserError, one_line
+from recolorize.image_formats import DEFAULT_MAX_PIXELS, WRITE_FORMATS, WRITE_SUFFIXES
 from recolorize.inference.icc import MatrixProfile, carry_edit, convert, srgb_profile
 from recolorize.io_utils import atomic_write
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 __all__ = [
     "DECODE_BYTES_PER_PIXEL",
@@ -84,16 +88,16 @@ __all__ = [
     "load_image",
     "output_format",
     "parse_max_pixels",
+    "resize_for_network",
     "resolve_max_pixels",
     "save_image",
     "takes_8bit_srgb",
     "to_pil",
+    "to_uint8",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Decompression-bomb guard: images with more pixels than this are refused before decoding.
-DEFAULT_MAX_PIXELS = 100_000_000
 #: Environment variable that overrides ``DEFAULT_MAX_PIXELS`` (a whole pixel count, e.g. 40000000 or 4e7).
 MAX_PIXELS_ENV = "RECOLORIZE_MAX_PIXELS"
 #: Peak memory of decoding an 8-bit RGB photo, in bytes per pixel (measured: Pillow's 4-byte RGBX
@@ -118,17 +122,7 @@ _LOW_BYTE_RAWMODE = {
     "RGBA;16L": "RGBA;16B",
     "RGBA;16N": f"RGBA;16{_NATIVE_PARTNER}",
 }
-_FORMATS = {  # suffix -> Pillow format name; the formats we write
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".png": "PNG",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".webp": "WEBP",
-    ".bmp": "BMP",
-}
-#: Output suffixes ``save_image`` writes (the format follows the suffix).
-WRITE_SUFFIXES: tuple[str, ...] = tuple(_FORMATS)
+_FORMATS = WRITE_FORMATS  # suffix -> Pillow format name; the formats we write
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
@@ -760,13 +754,39 @@ def _as_hwc(rgb: Any) -> np.ndarray:
     return out
 
 
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float [0, 1] -> uint8: clip, x 255, round half to even, computed in ``x``'s own float dtype.
+
+    The one float -> 8-bit conversion for writing images (PNG and the rest), used by the savers here, the
+    renderer, the app's previews, report grids and the benchmark builder."""
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def resize_for_network(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize ``(B, C, H, W)`` to ``size`` (int = square) with antialiasing, in float32.
+
+    Bilinear with ``antialias=True`` is an area-weighted (triangle) filter when shrinking and plain
+    bilinear when enlarging, so a 12-MP photo shrunk to 256 does not alias; pixel centres are aligned
+    (``align_corners=False``), matching the coefficient upsampling of ``fullres.apply_affine``.
+    """
+    import torch.nn.functional as F  # here, so that importing the codec does not import torch
+
+    if image.dim() != 4:
+        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(image.shape)}")
+    out_hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if tuple(image.shape[-2:]) == out_hw:
+        return image.float()
+    out = F.interpolate(image.float(), size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+    return out.clamp_(0.0, 1.0)
+
+
 def _quantise(x: np.ndarray, depth: int, scratch: bool = False) -> np.ndarray:
     """Float [0, 1] -> uint8/uint16; ``scratch`` says ``x`` may be overwritten (saves two full-size
     float temporaries when saving a 12-MP photo)."""
+    if not scratch:
+        return to_uint8(x) if depth != 16 else np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
     scale = 65535.0 if depth == 16 else 255.0
     dtype = np.uint16 if depth == 16 else np.uint8
-    if not scratch:
-        return np.round(np.clip(x, 0.0, 1.0) * scale).astype(dtype)
     np.clip(x, 0.0, 1.0, out=x)
     x *= scale
     return np.round(x, out=x).astype(dtype)

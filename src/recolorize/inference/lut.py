@@ -416,8 +416,7 @@ def transfer_lut(
     ``"fit"`` renders the source at no more than ``max_samples`` pixels and fits :func:`fit_lut` to it;
     ``"pooled"`` is :func:`pooled_generator_lut`.
     """
-    from recolorize.inference.fullres import resize_for_network
-    from recolorize.inference.image_io import LoadedImage
+    from recolorize.inference.image_io import LoadedImage, resize_for_network
 
     if method not in LUT_METHODS:
         raise ValueError(f"method must be one of {', '.join(LUT_METHODS)}, got {method!r}")

@@ -50,7 +50,7 @@ from recolorize.inference.fullres import (
     full_resolution_transfer,
     resize_for_network,
 )
-from recolorize.inference.image_io import LoadedImage, load_image, takes_8bit_srgb, to_pil
+from recolorize.inference.image_io import LoadedImage, load_image, takes_8bit_srgb, to_pil, to_uint8
 from recolorize.inference.parallel import return_free_memory
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
@@ -74,11 +74,6 @@ DIRECT_MAX_PIXELS = 1 << 19
 logger = logging.getLogger(__name__)
 
 ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    """Float [0, 1] -> uint8 exactly as the savers quantise (``image_io``: clip, x 255, round half even)."""
-    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def default_full_resolution(config: ModelConfig) -> str:
@@ -233,7 +228,7 @@ class Recolorizer:
         if strength == 0.0:
             prepared.timings.update({"generate": 0.0, "full_resolution": 0.0})
             rgb = prepared.source.rgb
-            return rgb.copy() if dtype == np.float32 else _to_uint8(rgb)
+            return rgb.copy() if dtype == np.float32 else to_uint8(rgb)
         start = time.perf_counter()
         maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
         conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
