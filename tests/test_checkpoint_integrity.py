@@ -39,14 +39,17 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def msrc(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 MSRC-v2 photos, linked into a folder of their own."""
-    images = sorted((shared_data / "msrc_v2" / "images").glob("*.jpg"))[:4]
-    if len(images) < 4:
-        pytest.skip(f"MSRC-v2 not found under {shared_data}")
-    root = tmp_path_factory.mktemp("msrc4")
-    for image in images:
-        (root / image.name).symlink_to(image)
+def example_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 training photos made from the committed example pair (each and its mirror), so these tests never
+    depend on ../shared: resuming and checksums do not care what the photos show."""
+    from PIL import Image, ImageOps
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    root = tmp_path_factory.mktemp("photos4")
+    for name in ("source", "reference"):
+        with Image.open(examples / f"{name}.jpg") as photo:
+            photo.save(root / f"{name}.jpg", quality=95)
+            ImageOps.mirror(photo).save(root / f"{name}_mirrored.jpg", quality=95)
     return root
 
 
@@ -169,14 +172,14 @@ def _steps(run: Path) -> list[int]:
 
 
 def test_resume_from_a_bit_flipped_checkpoint_falls_back_to_the_previous(
-    msrc: Path, tmp_path: Path, capsys, caplog
+    example_photos: Path, tmp_path: Path, capsys, caplog
 ) -> None:
     run = tmp_path / "run"
-    assert main(_train(msrc, run, "--steps", "4")) == 0  # checkpoints at steps 2 and 4
+    assert main(_train(example_photos, run, "--steps", "4")) == 0  # checkpoints at steps 2 and 4
     assert read_checkpoint_info(run / PREVIOUS_CHECKPOINT_NAME)["step"] == 2
     flip_a_tensor_bit(run / CHECKPOINT_NAME)
     with caplog.at_level(logging.WARNING):
-        assert main(_train(msrc, run, "--steps", "6", "--resume")) == 0
+        assert main(_train(example_photos, run, "--steps", "6", "--resume")) == 0
     fallback = [r.getMessage() for r in caplog.records if "falling back to the previous" in r.getMessage()]
     assert len(fallback) == 1 and "damaged" in fallback[0], caplog.text
     assert _steps(run) == [1, 2, 3, 4, 5, 6]  # steps 3 and 4 were trained again, from step 2's state
@@ -188,17 +191,19 @@ def test_resume_from_a_bit_flipped_checkpoint_falls_back_to_the_previous(
     flip_a_tensor_bit(run / CHECKPOINT_NAME)
     flip_a_tensor_bit(run / PREVIOUS_CHECKPOINT_NAME)
     capsys.readouterr()
-    assert main(_train(msrc, run, "--steps", "8", "--resume")) == 2
+    assert main(_train(example_photos, run, "--steps", "8", "--resume")) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no usable checkpoint" in lines[0], lines
 
 
-def test_resume_from_a_checkpoint_written_before_checksums(msrc: Path, tmp_path: Path, caplog) -> None:
+def test_resume_from_a_checkpoint_written_before_checksums(
+    example_photos: Path, tmp_path: Path, caplog
+) -> None:
     run = tmp_path / "run"
-    assert main(_train(msrc, run, "--steps", "2")) == 0
+    assert main(_train(example_photos, run, "--steps", "2")) == 0
     strip_checksum(run / CHECKPOINT_NAME)
     with caplog.at_level(logging.WARNING):
-        assert main(_train(msrc, run, "--steps", "3", "--resume")) == 0
+        assert main(_train(example_photos, run, "--steps", "3", "--resume")) == 0
     assert sum("no checksum" in r.getMessage() for r in caplog.records) == 1, caplog.text
     assert _steps(run) == [1, 2, 3]
     with safe_open(str(run / CHECKPOINT_NAME), framework="pt") as handle:  # rewritten with a checksum
@@ -208,9 +213,11 @@ def test_resume_from_a_checkpoint_written_before_checksums(msrc: Path, tmp_path:
 
 
 @pytest.mark.parametrize("where", ["run", "run/inside"])
-def test_run_pointing_at_a_file_is_one_error_line(msrc: Path, tmp_path: Path, capsys, where: str) -> None:
+def test_run_pointing_at_a_file_is_one_error_line(
+    example_photos: Path, tmp_path: Path, capsys, where: str
+) -> None:
     (tmp_path / "run").write_text("not a folder")
-    assert main(_train(msrc, tmp_path / where, "--steps", "1")) == 2
+    assert main(_train(example_photos, tmp_path / where, "--steps", "1")) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("recolorize: error:"), lines
     assert "not a folder" in lines[0] and str(tmp_path / where) in lines[0]

@@ -60,13 +60,10 @@ __all__ = [
     "PreparedPair",
     "default_weights_path",
     "ImageInput",
-    "DIRECT_BAND_PIXELS",
     "default_full_resolution",
     "check_device",
 ]
 
-#: Full-resolution pixels per band of the direct rendering: ~100 styles x 4 bytes x 9 taps stay ~100 MB.
-DIRECT_BAND_PIXELS = 1 << 16
 #: Largest size at which the direct rendering evaluates the generator on every pixel (~1 s on one core);
 #: larger photos are rendered at this size and carried up by the local affine transform.
 DIRECT_MAX_PIXELS = 1 << 19
@@ -282,30 +279,15 @@ class Recolorizer:
         maps: list[torch.Tensor],
         conditioning: Conditioning | None,
     ) -> torch.Tensor:
-        """G'(source) on every pixel of ``source`` (1, 3, H, W), clamped to [0, 1], on the CPU.
-
-        The pointwise generator goes through ``direct.render_pointwise`` (the same numbers, ~5x faster,
-        checked against the generator on every call); any other generator through its own forward, band
-        by band (bounded memory).
+        """G'(source) on every pixel of ``source`` (1, 3, H, W), clamped to [0, 1], on the CPU, through
+        ``direct.render_pointwise`` (the same numbers, ~5x faster, checked against the generator on every
+        call). Only the pointwise generator renders directly (``__init__`` refuses the others).
         """
-        guide_low = lab_features(prepared.source_low)
         generator = self.model.generator
-        if isinstance(generator, PointwiseGenerator):
-            image = source.to(self.device, torch.float32)
-            return render_pointwise(generator, image, maps, conditioning, guide_low).clamp_(0.0, 1.0).cpu()
-        height, width = source.shape[-2:]
-        rows_per_band = max(1, DIRECT_BAND_PIXELS // width)
-        out = torch.empty(1, 3, height, width, dtype=torch.float32)
-        cols = torch.arange(width, device=self.device)
-        for top in range(0, height, rows_per_band):
-            bottom = min(height, top + rows_per_band)
-            band = source[:, :, top:bottom].to(self.device, torch.float32)
-            rows = torch.arange(top, bottom, device=self.device)
-            result = generator(
-                band, maps, conditioning, guide_low=guide_low, rows=rows, cols=cols, full_size=(height, width)
-            )
-            out[:, :, top:bottom] = result.clamp_(0.0, 1.0).cpu()
-        return out
+        assert isinstance(generator, PointwiseGenerator)
+        image = source.to(self.device, torch.float32)
+        guide_low = lab_features(prepared.source_low)
+        return render_pointwise(generator, image, maps, conditioning, guide_low).clamp_(0.0, 1.0).cpu()
 
     @staticmethod
     def _interpolate(self_maps: torch.Tensor, predicted: torch.Tensor, strength: float) -> torch.Tensor:
