@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from _machine import machine_description
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 from recolorize.inference.pipeline import Recolorizer
 
 SIZES = {"256x256": (256, 256), "1 MP (1155x866)": (1155, 866), "12 MP (4000x3000)": (4000, 3000)}

@@ -33,7 +33,7 @@ from skimage.color import rgb2lab
 from _machine import machine_description
 from recolorize.evaluation.baselines import mkl
 from recolorize.evaluation.metrics import ciede2000, delta_e2000
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 from recolorize.inference.lut import fit_lut, transfer_lut
 from recolorize.inference.pipeline import Recolorizer
 

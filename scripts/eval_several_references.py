@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from recolorize.evaluation.grids import comparison_grid, save_png
 from recolorize.evaluation.metrics import delta_e2000, mae
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 from recolorize.inference.pipeline import Recolorizer
 
 

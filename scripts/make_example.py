@@ -10,7 +10,7 @@ from pathlib import Path
 
 from recolorize import Recolorizer
 from recolorize.evaluation.grids import comparison_grid
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from recolorize.imaging import load_image, resize_image, to_uint8
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: (dataset, photo folder, mask folder, mask file pattern from a photo stem) of the training split.
@@ -31,14 +33,14 @@ SOURCES: tuple[tuple[str, str, str, str], ...] = (
 
 
 def shrink(source: Path, target: Path, short_side: int, quality: int) -> None:
-    with Image.open(source) as image:
-        image = image.convert("RGB")
-        scale = short_side / min(image.size)
-        if scale < 1:
-            size = (round(image.width * scale), round(image.height * scale))
-            image = image.resize(size, Image.Resampling.LANCZOS)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target.with_suffix(".jpg"), quality=quality)
+    """Decode as training does (``imaging.load_image``: upright, sRGB), shrink (8-bit Lanczos), write sRGB."""
+    pixels = to_uint8(load_image(source).rgb)
+    height, width = pixels.shape[:2]
+    scale = short_side / min(width, height)
+    if scale < 1:
+        pixels = resize_image(pixels, (round(width * scale), round(height * scale)), "lanczos")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(target.with_suffix(".jpg"), quality=quality)
 
 
 def main() -> None:

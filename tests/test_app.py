@@ -331,7 +331,7 @@ def test_text_orientation_jpeg_is_never_a_server_error(server):
         other = "reference" if role == "source" else "source"
         status, _, body = upload(server, {role: ("ab.jpg", jpeg), other: ("o.png", small_photo())})
         assert status < 500, body
-        if status == 200:  # image_io takes the text as orientation 1: the whole round trip works
+        if status == 200:  # the imaging layer takes the text as orientation 1: the whole round trip works
             key = json.loads(body)["id"]
             assert request(server, "GET", f"/api/download/{key}?strength=1")[0] == 200
         else:

@@ -22,7 +22,7 @@ from recolorize.evaluation.runner import (
     parse_methods,
     read_pairs,
 )
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 
 # A global affine re-colouring (3x3 matrix + offset) that no baseline implements exactly.
 MATRIX = np.array([[0.80, 0.15, 0.05], [0.10, 0.70, 0.10], [0.00, 0.20, 0.90]])

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from recolorize.config import NUM_STYLES, get_config
+from recolorize.imaging import LoadedImage, encode_image, load_image, takes_8bit_srgb
 from recolorize.inference import direct, fullres, pipeline
-from recolorize.inference.image_io import LoadedImage, encode_image, load_image, takes_8bit_srgb
 from recolorize.networks.colour_prior import mkl_affine
 from recolorize.networks.pointwise import LOCAL_HINT_CHANNELS, Conditioning, PointwiseGenerator, lab_features
 

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from recolorize.cli import main
 from recolorize.config import get_config
 from recolorize.errors import UserError, WeightsError
-from recolorize.inference.image_io import (
+from recolorize.imaging import (
     DECODE_BYTES_PER_PIXEL,
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,

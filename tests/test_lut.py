@@ -375,7 +375,7 @@ def test_lut_apply_keeps_16_bits_alpha_icc_and_exif(graded_cube, tmp_path) -> No
     rgba16 = (rng.random((40, 48, 4)) * 65535).astype(np.uint16)
     import tifffile
 
-    from recolorize.inference.image_io import load_image
+    from recolorize.imaging import load_image
 
     tif = tmp_path / "deep.tif"
     tifffile.imwrite(tif, rgba16, photometric="rgb", extrasamples=["unassalpha"])

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 from skimage.color import rgb2lab
 
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 from recolorize.inference.pipeline import Recolorizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

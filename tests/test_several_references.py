@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 from recolorize.inference.pipeline import Recolorizer
 from recolorize.networks.predictor import per_reference
 

@@ -12,7 +12,7 @@ import pytest
 from recolorize.evaluation.baselines import mkl
 from recolorize.evaluation.bench import make_bench
 from recolorize.evaluation.metrics import delta_e2000
-from recolorize.inference.image_io import load_image
+from recolorize.imaging import load_image
 from recolorize.inference.pipeline import Recolorizer, default_weights_path
 
 HELD_OUT = ("100007.jpg", "103006.jpg", "108004.jpg", "118072.jpg", "120003.jpg", "134049.jpg")

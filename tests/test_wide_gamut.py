@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageCms
 
 from recolorize.cli import main
-from recolorize.inference.icc import MatrixProfile, convert, srgb_profile
-from recolorize.inference.image_io import encode_image, load_image, save_image
+from recolorize.imaging import encode_image, load_image, save_image
+from recolorize.imaging.icc import MatrixProfile, convert, srgb_profile
 from recolorize.inference.pipeline import Recolorizer
 
 torch.set_num_threads(1)

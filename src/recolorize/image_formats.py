@@ -1,6 +1,6 @@
 """Facts about image files that several layers share, kept in one place and free of heavy imports.
 
-``data`` (folder discovery), ``inference.image_io`` (the codec), the CLI commands and the app all import
+``data`` (folder discovery), ``imaging`` (the codec), the CLI commands and the app all import
 these, so this module imports nothing but the standard library (``recolorize --help`` stays light).
 """
 
@@ -15,7 +15,7 @@ __all__ = [
 ]
 
 #: Suffixes (lower case) of the files taken as photos when a folder is listed: dataset discovery and
-#: ``recolorize transfer`` on a folder. Reading by content accepts more (see ``image_io.READ_FORMATS``).
+#: ``recolorize transfer`` on a folder. Reading by content accepts more (see ``imaging.READ_FORMATS``).
 PHOTO_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 #: Output suffix -> Pillow format name: the formats ``save_image`` writes (the format follows the suffix).

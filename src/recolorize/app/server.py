@@ -56,8 +56,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from recolorize.app import (
@@ -68,9 +66,10 @@ from recolorize.app import (
 )
 from recolorize.errors import UserError
 from recolorize.image_formats import APP_DEFAULT_MAX_PIXELS
-from recolorize.inference.image_io import (
+from recolorize.imaging import (
     LoadedImage,
     encode_image,
+    fit_long_side,
     load_image,
     takes_8bit_srgb,
     to_uint8,
@@ -216,14 +215,7 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, byte
 
 def _preview_image(image: LoadedImage, long_side: int) -> LoadedImage:
     """The source scaled so its long side is at most ``long_side`` (antialiased), as a bare LoadedImage."""
-    h, w = image.height, image.width
-    scale = long_side / max(h, w)
-    if scale >= 1.0:
-        return LoadedImage(rgb=image.rgb)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None]
-    y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    return LoadedImage(rgb=np.ascontiguousarray(y[0].permute(1, 2, 0).numpy()))
+    return LoadedImage(rgb=fit_long_side(image.rgb, long_side))
 
 
 def _png_fast(rgb: np.ndarray) -> bytes:

@@ -21,7 +21,7 @@ from recolorize.data.pairs import load_crop
 from recolorize.data.region_edits import edit_regions
 from recolorize.errors import UserError
 from recolorize.evaluation.grids import tile_to_pil
-from recolorize.inference.image_io import to_uint8
+from recolorize.imaging import to_uint8
 from recolorize.io_utils import atomic_write
 
 __all__ = ["register", "run", "build_grid", "COLUMNS"]

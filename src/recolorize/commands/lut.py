@@ -85,7 +85,7 @@ def check_lut_output(path: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check everything, decode both photos, load the model, render, fit and write the LUT atomically."""
     from recolorize.commands.transfer import MAX_SIZE, MIN_SIZE, _held_logs, _load, _out_of_memory_is_an_error
-    from recolorize.inference.image_io import check_regular_file, load_image, resolve_max_pixels
+    from recolorize.imaging import check_regular_file, load_image, resolve_max_pixels
 
     if not 0.0 <= args.strength <= 1.0:
         raise UserError(f"--strength must be between 0 and 1, got {args.strength}")

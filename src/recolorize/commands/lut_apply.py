@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the options and paths, read the LUT, then grade each photo and write it atomically."""
     from recolorize.commands.transfer import Job, _check_output, _check_output_folder, _held_logs, _images_in
-    from recolorize.inference.image_io import (
+    from recolorize.imaging import (
         check_regular_file,
         load_image,
         output_format,

@@ -63,7 +63,7 @@ def reference_paths(reference: Path | tuple[Path, ...]) -> tuple[Path, ...]:
 
 def load_references(reference: Path | tuple[Path, ...], max_pixels: int) -> Any:
     """Decode a job's reference(s): one LoadedImage, or a list of them for several."""
-    from recolorize.inference.image_io import load_image
+    from recolorize.imaging import load_image
 
     if isinstance(reference, tuple):
         return [load_image(path, max_pixels=max_pixels) for path in reference]
@@ -174,7 +174,7 @@ def _inside(root: Path, relative: str) -> Path | None:
 
 def _read_pairs(path: Path) -> list[tuple[int, list[str]]]:
     """The rows (line number, cells) of a pairs CSV after its header, read as UTF-8 (a BOM is fine)."""
-    from recolorize.inference.image_io import check_regular_file
+    from recolorize.imaging import check_regular_file
 
     check_regular_file(path, "pairs file")
     try:
@@ -195,7 +195,7 @@ def _read_pairs(path: Path) -> list[tuple[int, list[str]]]:
 
 
 def _plan_pairs(args: argparse.Namespace) -> Plan:
-    from recolorize.inference.image_io import check_regular_file, output_format
+    from recolorize.imaging import check_regular_file, output_format
 
     base = args.pairs.parent
     plan = Plan([], True)
@@ -232,7 +232,7 @@ def _plan_pairs(args: argparse.Namespace) -> Plan:
 
 def plan_jobs(args: argparse.Namespace) -> Plan:
     """Turn the arguments into jobs, checking every path; a batch continues past its bad entries."""
-    from recolorize.inference.image_io import check_regular_file, output_format
+    from recolorize.imaging import check_regular_file, output_format
 
     if isinstance(args.reference, list):  # argparse: SOURCE REFERENCE [REFERENCE ...]
         args.reference = (
@@ -267,7 +267,7 @@ def plan_jobs(args: argparse.Namespace) -> Plan:
 
 def _check_options(args: argparse.Namespace) -> int:
     """Check every option (cheap, nothing loaded); returns the pixel limit."""
-    from recolorize.inference.image_io import resolve_max_pixels
+    from recolorize.imaging import resolve_max_pixels
 
     if not 0.0 <= args.strength <= 1.0:
         raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
@@ -306,7 +306,7 @@ def _held_logs() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, decode the photos, load the model, re-colour, write atomically."""
-    from recolorize.inference.image_io import load_image, save_image
+    from recolorize.imaging import load_image, save_image
 
     max_pixels = _check_options(args)
     plan = plan_jobs(args)
@@ -354,7 +354,7 @@ def _render_dtype(job: Job, source, wants_float: bool = False) -> type:
     writes them tile by tile, the same samples without a full-size float copy; else float32."""
     import numpy as np
 
-    from recolorize.inference.image_io import output_format, takes_8bit_srgb
+    from recolorize.imaging import output_format, takes_8bit_srgb
 
     if not wants_float and takes_8bit_srgb(source, output_format(job.output)):
         return np.uint8
@@ -382,7 +382,7 @@ def _out_of_memory_is_an_error(args: argparse.Namespace) -> Iterator[None]:
 def _run_batch(args: argparse.Namespace, plan: Plan, max_pixels: int) -> int:
     from tqdm import tqdm
 
-    from recolorize.inference.image_io import load_image, save_image
+    from recolorize.imaging import load_image, save_image
 
     for message in plan.rejected:
         print(f"recolorize: error: {message}", file=sys.stderr)
@@ -577,7 +577,7 @@ def _transfer_one(
     recolorizer: Any, job: Job, references: _References, args: argparse.Namespace, max_pixels: int
 ) -> None:
     """One photo of a ``--jobs`` batch, in a worker thread: decode, re-colour, write."""
-    from recolorize.inference.image_io import load_image, save_image
+    from recolorize.imaging import load_image, save_image
 
     source = load_image(job.source, max_pixels=max_pixels)
     reference = references.get(job.reference)

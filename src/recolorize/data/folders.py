@@ -31,6 +31,7 @@ from PIL import Image
 
 from recolorize.errors import UserError
 from recolorize.image_formats import PHOTO_SUFFIXES
+from recolorize.imaging import photo_size
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -46,7 +47,6 @@ __all__ = [
     "snap_to_palette",
     "relabel",
     "superpixel_regions",
-    "to_rgb",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,24 +138,15 @@ def glob_escape(text: str) -> str:
 
 
 def _readable(path: Path, verify: bool) -> str | None:
-    """Return None when ``path`` is a decodable image, else the reason it is not.
+    """Return None when ``path`` is a photo the decoder (``imaging.load_image``) takes, else the reason.
 
     ``verify`` decodes JPEGs at 1/8 scale (catches truncated files for ~1 ms each) and checks the chunk
-    CRCs of other formats; without it only the header is read.
+    CRCs of other formats; without it only the header is read (format, size limits).
     """
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if width < 1 or height < 1:
-                return "empty image"
-            if verify:
-                if im.format == "JPEG":
-                    im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-                    im.load()
-                else:
-                    im.verify()
-    except Exception as error:  # PIL raises many types for bad files; any of them means "skip".
-        return f"{type(error).__name__}: {error}"
+        photo_size(path, verify=verify)
+    except UserError as error:
+        return str(error)
     return None
 
 
@@ -194,7 +185,7 @@ def discover_photos(
             seen.add(key)
             reason = _readable(path, verify)
             if reason is not None:
-                logger.warning("skipping unreadable image %s (%s)", path, reason)
+                logger.warning("skipping unreadable image: %s", reason)  # the reason names the file
                 continue
             masks, mask_format = find_masks(path)
             photos.append(Photo(path, masks, mask_format))
@@ -283,15 +274,6 @@ def read_regions(
 
 
 _WARNED: set[str] = set()
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB of any PIL image; 16-bit greyscale is scaled down rather than clipped to white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image).astype(np.float32)
-        scale = 257.0 if image.mode.startswith("I;16") or array.max() > 255 else 1.0
-        image = Image.fromarray(np.clip(array / scale + 0.5, 0, 255).astype(np.uint8), "L")
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _warn_once(path: Path, message: str) -> None:

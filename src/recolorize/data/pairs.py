@@ -1,9 +1,11 @@
 """Training datasets for the three stages, built on the fly from photo folders (nothing big is cached).
 
-Every item is a square random crop of side ``resolution`` (PIL, JPEGs decoded at reduced size with
-``draft``), mirrored half the time, with region labels cut from the photo's mask (or superpixels). Each
-item depends only on (seed, epoch, index), so a run can be resumed or spread over DataLoader workers and
-give the same data; call ``set_epoch`` at the start of each epoch to draw new crops and colours.
+Every item is a square random crop of side ``resolution`` of the photo as inference sees it
+(``recolorize.imaging``: EXIF orientation applied, ICC profile converted to sRGB; JPEGs decoded at
+reduced size), bicubic-resized (``imaging.resize_image``), mirrored half the time, with region labels
+cut from the photo's mask (or superpixels). Each item depends only on (seed, epoch, index), so a run
+can be resumed or spread over DataLoader workers and give the same data; call ``set_epoch`` at the start
+of each epoch to draw new crops and colours.
 
 - :class:`ColourPairDataset` (stage 1): ``input`` and ``output``, the same crop in two colourings.
 - :class:`ImageDataset` (stage 2): ``image``, mildly re-coloured so that E_W sees varied colours.
@@ -20,7 +22,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from recolorize.data.augment import AugmentationRanges, ColourAugmenter
@@ -30,9 +31,10 @@ from recolorize.data.folders import (
     discover_photos,
     read_regions,
     superpixel_regions,
-    to_rgb,
 )
 from recolorize.data.geometry import GeometryRanges, alter_geometry
+from recolorize.errors import UserError
+from recolorize.imaging import load_image, photo_size, resize_image, to_uint8
 
 __all__ = [
     "load_crop",
@@ -58,23 +60,26 @@ def load_crop(
 ) -> tuple[torch.Tensor, np.ndarray]:
     """A random square crop (3, R, R) float32 in [0, 1] of ``photo`` and its (R, R) region labels.
 
-    The crop side is a ``crop_scale`` fraction of the photo's short side, at a random position. JPEGs are
-    decoded at the smallest DCT scale that still gives at least R pixels across the crop.
+    The photo is decoded as inference decodes it (``imaging.load_image``: upright, sRGB), so training
+    and inference see the same colours. The crop side is a ``crop_scale`` fraction of the photo's short
+    side, at a random position, resized with 8-bit bicubic (``imaging.resize_image``). JPEGs are decoded
+    at the smallest DCT scale that still gives at least R pixels across the crop.
     """
-    with Image.open(photo.image) as im:
-        width, height = im.size
-        side = rng.uniform(*crop_scale) * min(width, height)
-        left = rng.uniform(0.0, width - side)
-        top = rng.uniform(0.0, height - side)
-        flip = bool(rng.random() < flip_probability)
-        if im.format == "JPEG" and side > resolution:
-            factor = resolution / side
-            im.draft(None, (math.ceil(width * factor), math.ceil(height * factor)))
-        sx, sy = im.size[0] / width, im.size[1] / height
-        box = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
-        crop = to_rgb(im).resize((resolution, resolution), Image.Resampling.BICUBIC, box=box)
-    array = np.asarray(crop, dtype=np.float32) / 255.0
-    image = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    width, height = photo_size(photo.image)
+    side = rng.uniform(*crop_scale) * min(width, height)
+    left = rng.uniform(0.0, width - side)
+    top = rng.uniform(0.0, height - side)
+    flip = bool(rng.random() < flip_probability)
+    reduce_to = None
+    if side > resolution:
+        factor = resolution / side
+        reduce_to = (math.ceil(width * factor), math.ceil(height * factor))
+    decoded = load_image(photo.image, reduce_to=reduce_to)
+    sx, sy = decoded.width / width, decoded.height / height
+    box = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
+    crop = resize_image(to_uint8(decoded.rgb), (resolution, resolution), "bicubic", box=box)
+    array = crop.astype(np.float32) / 255.0
+    image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
     box_full = (left, top, left + side, top + side)
     regions = read_regions(photo, (width, height), box_full, (resolution, resolution), annotator, rng)
     if regions is None:
@@ -141,7 +146,7 @@ class PhotoDataset(Dataset):
                     annotator=self.annotator,
                     superpixel_segments=self.ranges.superpixel_segments,
                 )
-            except (OSError, SyntaxError) as error:  # what PIL raises for bad or truncated files
+            except (UserError, OSError) as error:  # a bad or truncated file (the decoder's UserError)
                 if str(photo.image) not in _WARNED:
                     _WARNED.add(str(photo.image))
                     logger.warning("skipping unreadable image %s (%s)", photo.image, error)

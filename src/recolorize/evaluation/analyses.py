@@ -120,7 +120,7 @@ def select_photos(images_dir: str | os.PathLike[str], n: int, seed: int) -> list
 
 def load_square(path: Path, resolution: int) -> torch.Tensor:
     """The centre square of a photo, resized to (3, R, R) float32 in [0, 1] (antialiased)."""
-    from recolorize.inference.image_io import load_image, resize_for_network
+    from recolorize.imaging import load_image, resize_for_network
 
     rgb = load_image(path).rgb
     height, width = rgb.shape[:2]

@@ -35,12 +35,11 @@ from recolorize.data.folders import (
     glob_escape,
     read_regions,
     superpixel_regions,
-    to_rgb,
 )
 from recolorize.data.geometry import GeometryRanges, alter_geometry
 from recolorize.errors import UserError
 from recolorize.evaluation.grids import save_png
-from recolorize.inference.image_io import to_uint8
+from recolorize.imaging import load_image, photo_size, resize_image, to_uint8
 from recolorize.io_utils import atomic_write
 
 __all__ = ["make_bench", "load_photo", "recolour_pair", "BENCH_COLUMNS"]
@@ -52,19 +51,20 @@ BENCH_COLUMNS: tuple[str, ...] = ("source", "reference", "target")
 
 
 def load_photo(path: Path, size: int | None = None) -> torch.Tensor:
-    """A photo as (3, H, W) float32 in [0, 1], shrunk (never enlarged) to a long side of at most ``size``."""
-    with Image.open(path) as im:
-        width, height = im.size
-        if size is not None and max(width, height) > size:
-            scale = size / max(width, height)
-            new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            if im.format == "JPEG":
-                im.draft(None, new_size)
-            rgb = to_rgb(im).resize(new_size, Image.Resampling.LANCZOS)
-        else:
-            rgb = to_rgb(im)
-        array = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    """A photo as (3, H, W) float32 in [0, 1], shrunk (never enlarged) to a long side of at most ``size``.
+
+    Decoded by ``imaging.load_image`` (upright, sRGB, as training and inference see it) and quantised to
+    8 bits; shrinking is 8-bit Lanczos (``imaging.resize_image``), the filter this builder has always used,
+    so the files of an untagged or sRGB photo are unchanged.
+    """
+    width, height = photo_size(path)
+    if size is not None and max(width, height) > size:
+        scale = size / max(width, height)
+        new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = resize_image(to_uint8(load_image(path, reduce_to=new_size).rgb), new_size, "lanczos")
+    else:
+        pixels = to_uint8(load_image(path).rgb)
+    return torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def recolour_pair(
@@ -146,8 +146,7 @@ def make_bench(
         rng = np.random.default_rng([seed, row])
         source = load_photo(photo.image, size)
         _, height, width = source.shape
-        with Image.open(photo.image) as im:
-            full_size = im.size
+        full_size = photo_size(photo.image)
         annotator = int(rng.integers(len(photo.masks))) if photo.masks else 0
         regions = read_regions(photo, full_size, None, (width, height), annotator)
         mask_name = photo.masks[annotator].name if regions is not None else None

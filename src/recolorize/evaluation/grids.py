@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from recolorize.inference.image_io import to_uint8
+from recolorize.imaging import to_uint8
 from recolorize.io_utils import atomic_write
 
 __all__ = [
@@ -57,7 +57,7 @@ def _label_height() -> int:
 
 def tile_to_pil(image: np.ndarray | Image.Image) -> Image.Image:
     """A plain RGB PIL image of a tile: a PIL image, a uint8 array or a float (H, W, 3) array in [0, 1]
-    (alpha dropped, NaN as 0; no ICC or EXIF, unlike ``image_io.to_pil``, which renders a photo like its
+    (alpha dropped, NaN as 0; no ICC or EXIF, unlike ``imaging.to_pil``, which renders a photo like its
     source)."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")

@@ -32,7 +32,6 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from recolorize.errors import UserError
@@ -187,21 +186,13 @@ def read_pairs(csv_path: str | os.PathLike[str], limit: int | None = None) -> li
 
 
 def load_rgb(path: Path, size: int | None = None) -> np.ndarray:
-    """An image as float32 (H, W, 3) in [0, 1] (``image_io.load_image``), shrunk so its long side <= size.
+    """An image as float32 (H, W, 3) in [0, 1] (``imaging.load_image``), shrunk so its long side <= size.
 
-    Shrinking is antialiased bilinear (``image_io.resize_for_network``); images are never enlarged.
+    Shrinking is antialiased bilinear (``imaging.fit_long_side``); images are never enlarged.
     """
-    from recolorize.inference.image_io import load_image, resize_for_network
+    from recolorize.imaging import fit_long_side, load_image
 
-    rgb = load_image(path).rgb
-    height, width = rgb.shape[:2]
-    if size is None or max(height, width) <= size:
-        return np.ascontiguousarray(rgb, dtype=np.float32)
-    scale = size / max(height, width)
-    out_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
-    small = resize_for_network(tensor, out_hw)
-    return np.ascontiguousarray(small[0].permute(1, 2, 0).numpy(), dtype=np.float32)
+    return fit_long_side(load_image(path).rgb, size)
 
 
 def load_pair(pair: Pair, size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -1,7 +1,7 @@
-"""Inference: image I/O (EXIF, ICC, alpha, bit depth), the full-resolution transfer and the Recolorizer.
+"""Inference: the full-resolution transfer, LUTs and the Recolorizer (photo I/O: ``recolorize.imaging``).
 
-Kept import-light on purpose: ``image_io`` and ``fullres`` are imported from their modules, so that
-loading an image never pulls in the networks.
+Kept import-light on purpose: ``fullres`` and ``pipeline`` are imported from their modules, so that
+importing this package never pulls in the networks.
 """
 
 __all__: list[str] = []

@@ -21,7 +21,8 @@ row convention). Because the fit is on the *difference*, ``before == after`` giv
 
 The coefficients are box-smoothed (every pixel is covered by many windows; averaging them is the
 guided filter's second pass), bilinearly upsampled to the full size (pixel-centre aligned, the same
-convention as ``resize_for_network``) and applied in row tiles, so memory stays bounded for any size.
+convention as ``imaging.resize_for_network``) and applied in row tiles, so memory stays bounded for any
+size.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from recolorize.inference.image_io import resize_for_network  # re-exported: it lives with loading
 from recolorize.inference.parallel import for_each
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "apply_affine",
     "fit_local_affine",
     "full_resolution_transfer",
-    "resize_for_network",
 ]
 
 logger = logging.getLogger(__name__)

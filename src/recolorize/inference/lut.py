@@ -16,7 +16,7 @@ Two ways of turning a transfer into a LUT were measured on the ground-truth benc
 Applying is trilinear interpolation with ``torch.nn.functional.grid_sample`` (vectorised, multi-threaded,
 float32: a 12 MP photo in a fraction of a second). ``.cube`` files are read and written by colour-science
 (``pip install 'recolorize[lut]'``), in the Adobe/Resolve layout: ``LUT_3D_SIZE``, domain 0-1, red index
-fastest. LUTs work on sRGB-encoded values, the space the model works in: ``image_io.load_image`` gives
+fastest. LUTs work on sRGB-encoded values, the space the model works in: ``imaging.load_image`` gives
 a photo's sRGB copy, and ``save_image(..., like=photo)`` carries the change onto the photo's own samples
 in its own profile, as for ``transfer``.
 """
@@ -416,7 +416,7 @@ def transfer_lut(
     ``"fit"`` renders the source at no more than ``max_samples`` pixels and fits :func:`fit_lut` to it;
     ``"pooled"`` is :func:`pooled_generator_lut`.
     """
-    from recolorize.inference.image_io import LoadedImage, resize_for_network
+    from recolorize.imaging import LoadedImage, resize_for_network
 
     if method not in LUT_METHODS:
         raise ValueError(f"method must be one of {', '.join(LUT_METHODS)}, got {method!r}")
@@ -481,7 +481,7 @@ def write_cube(lut: Lut3D, path: str | os.PathLike[str], overwrite: bool = True)
 def _check_cube_file(path: Path) -> None:
     """Refuse before parsing what cannot be a usable ``.cube``: not a regular file, too large, binary,
     or without a size line."""
-    from recolorize.inference.image_io import check_regular_file
+    from recolorize.imaging import check_regular_file
 
     check_regular_file(path, "LUT")
     try:

@@ -14,7 +14,7 @@ strength only reruns the generator and the full-resolution transfer (the web app
 Colour spaces: the network sees, and ``render_array`` returns, sRGB (``LoadedImage.rgb``, clipped to
 sRGB's gamut). A source in a wider profile (Adobe RGB, Display P3, ProPhoto RGB) keeps its own samples
 in ``LoadedImage.samples``, and the savers (``to_pil``, ``encode_image``, ``save_image`` with
-``like=source``) carry the sRGB change onto them in the source's space (``image_io``, ``icc``), so
+``like=source``) carry the sRGB change onto them in the source's space (``recolorize.imaging``), so
 what the transfer leaves unchanged keeps its out-of-sRGB colours and strength 0 writes the source's
 samples back bit-exactly.
 
@@ -43,14 +43,9 @@ from PIL import Image
 
 from recolorize.config import ModelConfig
 from recolorize.errors import UserError, WeightsError, one_line
+from recolorize.imaging import LoadedImage, load_image, resize_for_network, takes_8bit_srgb, to_pil, to_uint8
 from recolorize.inference.direct import render_pointwise
-from recolorize.inference.fullres import (
-    apply_affine,
-    fit_local_affine,
-    full_resolution_transfer,
-    resize_for_network,
-)
-from recolorize.inference.image_io import LoadedImage, load_image, takes_8bit_srgb, to_pil, to_uint8
+from recolorize.inference.fullres import apply_affine, fit_local_affine, full_resolution_transfer
 from recolorize.inference.parallel import return_free_memory
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
@@ -215,7 +210,7 @@ class Recolorizer:
         copy, bit for bit), which the savers recognise and write back as the source's own samples.
         dtype ``np.uint8`` returns ``round(clip(x, 0, 1) * 255)`` of that result instead, computed tile by
         tile into the 8-bit array (no full-size float copy): exactly the samples an 8-bit sRGB file of the
-        float result holds, for callers that write one (``image_io.takes_8bit_srgb`` says when).
+        float result holds, for callers that write one (``imaging.takes_8bit_srgb`` says when).
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.uint8)):

@@ -1,4 +1,5 @@
-"""Image I/O: metadata survives a round trip, every bad input is one clear UserError, nothing half-written."""
+"""The imaging layer: metadata survives a round trip, every bad input is one clear UserError, nothing
+half-written, and training sees a photo exactly as inference does."""
 
 from __future__ import annotations
 
@@ -11,14 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
+from recolorize.data.folders import Photo, discover_photos
+from recolorize.data.pairs import load_crop
 from recolorize.errors import UserError
-from recolorize.inference.image_io import (
+from recolorize.evaluation.bench import load_photo
+from recolorize.imaging import (
     MAX_PIXELS_ENV,
     LoadedImage,
     encode_image,
     load_image,
+    photo_size,
+    resize_image,
     save_image,
     to_pil,
+    to_uint8,
 )
 
 ORIENTATION = 0x0112
@@ -455,3 +462,71 @@ def test_encode_image_for_download() -> None:
         assert np.abs(load_image(data).rgb - loaded.rgb).mean() < 8 / 255  # lossy codecs on a noisy image
     with pytest.raises(UserError):
         encode_image(loaded.rgb, None, "gif")
+
+
+# ------------------------------------------------------------------- one decode for training and inference
+
+
+def _adobe_jpeg(path: Path, arr: np.ndarray, orientation: int = 1) -> Path:
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    Image.fromarray(arr).save(path, quality=95, icc_profile=adobe_like_profile(), exif=exif)
+    return path
+
+
+def test_training_crops_see_a_wide_gamut_photo_as_inference_does(tmp_path: Path) -> None:
+    """A JPEG in an Adobe-RGB-like profile, turned by EXIF: the training loader's crop is what
+    ``load_image`` gives after the same resize, and the old loader (Pillow, no ICC) was visibly off."""
+    path = _adobe_jpeg(tmp_path / "adobe.jpg", photo(96, 96, seed=3), orientation=6)
+    resolution, whole = 64, (0.0, 0.0, 96.0, 96.0)  # crop_scale 1 on a square photo: the crop is all of it
+    crop, _ = load_crop(
+        Photo(path), resolution, np.random.default_rng(0), crop_scale=(1.0, 1.0), flip_probability=0.0
+    )
+    training = crop.permute(1, 2, 0).numpy()
+    inference = resize_image(to_uint8(load_image(path).rgb), (resolution, resolution), "bicubic", box=whole)
+    assert np.abs(training - inference / 255.0).max() <= 1 / 255 + 1e-6
+
+    with Image.open(path) as im:  # what the loader did before: Pillow's samples, no ICC, no orientation
+        raw = im.convert("RGB")
+        old = np.asarray(raw.resize((resolution, resolution), Image.Resampling.BICUBIC, box=whole)) / 255.0
+        upright = ImageOps.exif_transpose(raw)  # orientation alone: the difference left is the ICC profile
+        unconverted = np.asarray(upright.resize((resolution, resolution), Image.Resampling.BICUBIC)) / 255.0
+    assert np.abs(training - old).mean() > 10 / 255
+    assert np.abs(training - unconverted).mean() > 3 / 255
+    assert np.abs(inference / 255.0 - unconverted).mean() > 3 / 255  # so the first check can fail
+
+
+def test_photo_size_is_upright_and_refuses_what_load_image_refuses(tmp_path: Path) -> None:
+    path = _adobe_jpeg(tmp_path / "turned.jpg", photo(48, 64), orientation=6)
+    assert photo_size(path) == (48, 64) == (load_image(path).width, load_image(path).height)
+    Image.fromarray(photo(20, 64)).save(tmp_path / "thin.png")
+    with pytest.raises(UserError, match="at least 32"):
+        photo_size(tmp_path / "thin.png")
+    assert [p.image.name for p in discover_photos(tmp_path)] == [
+        "turned.jpg"
+    ]  # skipped, as the decoder would
+
+
+def test_bench_photos_are_decoded_by_the_imaging_layer(tmp_path: Path) -> None:
+    path = _adobe_jpeg(tmp_path / "adobe.jpg", photo(48, 64, seed=1))
+    assert np.array_equal(
+        load_photo(path).permute(1, 2, 0).numpy(), to_uint8(load_image(path).rgb) / np.float32(255)
+    )
+    small = load_photo(path, 40).permute(1, 2, 0).numpy()
+    assert small.shape == (30, 40, 3)
+    expected = resize_image(to_uint8(load_image(path).rgb), (40, 30), "lanczos")
+    assert np.array_equal(small, expected / np.float32(255))
+
+
+@pytest.mark.parametrize("name", ["bicubic", "lanczos"])
+def test_resize_image_is_pillows_resize(name: str) -> None:
+    """uint8 gives Pillow's own 8-bit result (the benchmark files stay byte-identical); float agrees."""
+    arr, box = photo(48, 64), (2.5, 1.0, 60.0, 45.0)
+    filters = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+    ours = resize_image(arr, (40, 30), name, box=box)
+    assert np.array_equal(ours, np.asarray(Image.fromarray(arr).resize((40, 30), filters[name], box=box)))
+    floats = resize_image(arr / 255.0, (40, 30), name, box=box)
+    assert floats.dtype == np.float32 and floats.shape == (30, 40, 3)
+    assert np.abs(floats - ours / 255.0).max() <= 1.5 / 255  # 8-bit Pillow rounds between its two passes
+    with pytest.raises(ValueError, match="unknown filter"):
+        resize_image(arr, (40, 30), "box-ish")
