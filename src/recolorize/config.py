@@ -1,7 +1,8 @@
 """Model and training configurations as data: frozen dataclasses saved as JSON beside every weight file.
 
-Named configs (:data:`CONFIGS`, design.md): ``pointwise`` (128 px, the pointwise generator with the MKL
-prior and the colour correspondence: the shipped model, trained on a 2-core CPU), ``paper`` (the paper's
+Named configs (:data:`CONFIGS`, design.md): ``pointwise`` (128 px, the pointwise generator with the colour
+correspondence and the correspondence prior: the shipped model, trained on a 2-core CPU), ``pointwise-mkl``
+(the same with the MKL prior: the first phases of the shipped model's recipe), ``paper`` (the paper's
 StyleGAN2-256, C = 512), ``base`` (half the channels, meant for a GPU), ``small`` (128 px, few channels,
 the conv generator on a CPU) and ``tiny`` / ``tiny-pointwise`` (64 px, tests and CI only).
 Every ablation of the paper's Table 2 is a field of :class:`Ablations`.
@@ -41,7 +42,7 @@ NUM_STYLES = 20
 
 SemanticBackbone = Literal["vgg16", "efficientnet_lite0"]
 GeneratorKind = Literal["conv", "pointwise"]
-ColourPrior = Literal["none", "mkl"]
+ColourPrior = Literal["none", "mkl", "correspondence"]
 LatentLevels = Literal["all", "w1_only", "w3_only"]
 
 
@@ -84,8 +85,10 @@ class ModelConfig:
     pointwise_width, pointwise_layers: hidden width and number of demodulated 1x1 layers of f.
     colour_correspondence: P_W also warps the reference's cell colours (hard at 1/16, soft with a learned
         temperature at 1/8) and hands the 1/8 one to the generator per pixel as a colour hint.
-    prior: classical transfer the residual is added to: "mkl" (Pitie's linear map of the pair, a global
-        3x4 affine, also fed to f as an input) or "none" (base = the source). Pointwise generator only.
+    prior: classical transfer the residual is added to, a global 3x4 affine also fed to f as an input:
+        "correspondence" (fitted by robust regression to the colours of mutually best-matching cells of the
+        1/8 correspondence: the reference's grade where both photos show the same thing), "mkl" (Pitie's
+        linear map of the two colour distributions) or "none" (base = the source). Pointwise only.
     colour_statistics: P_W adds a code of both images' colour statistics (Lab mean, spread and quantiles,
         RGB quantiles) to w before the ASPP heads: an alignment-free global descriptor (E_w was trained on
         aligned pairs, the stage-3 pairs are not aligned).
@@ -120,8 +123,10 @@ class ModelConfig:
             raise ValueError("generator_channels needs 7 entries (1/64 ... 1/1 of the resolution)")
         if self.generator not in ("conv", "pointwise"):
             raise ValueError(f"generator must be 'conv' or 'pointwise', got {self.generator!r}")
-        if self.prior not in ("none", "mkl"):
-            raise ValueError(f"prior must be 'none' or 'mkl', got {self.prior!r}")
+        if self.prior not in ("none", "mkl", "correspondence"):
+            raise ValueError(f"prior must be 'none', 'mkl' or 'correspondence', got {self.prior!r}")
+        if self.prior == "correspondence" and not self.colour_correspondence:
+            raise ValueError("the correspondence prior needs the colour correspondence (its 1/8 features)")
         if self.generator == "conv" and (self.prior != "none" or self.colour_correspondence):
             raise ValueError("a colour prior and the colour correspondence need the pointwise generator")
         if self.colour_correspondence and self.semantic_backbone != "efficientnet_lite0":
@@ -376,6 +381,19 @@ CONFIGS: dict[str, ModelConfig] = {
         predictor_width=64,
         generator="pointwise",
         colour_correspondence=True,
+        prior="correspondence",
+        colour_statistics=True,
+    ),
+    "pointwise-mkl": ModelConfig(
+        name="pointwise-mkl",
+        resolution=128,
+        latent_dim=64,
+        generator_channels=(64, 64, 64, 64, 48, 32, 16),  # unused by the pointwise generator
+        encoder_width=16,
+        semantic_backbone="efficientnet_lite0",
+        predictor_width=64,
+        generator="pointwise",
+        colour_correspondence=True,
         prior="mkl",
         colour_statistics=True,
     ),
@@ -391,7 +409,7 @@ CONFIGS: dict[str, ModelConfig] = {
         pointwise_width=8,
         pointwise_layers=2,
         colour_correspondence=True,
-        prior="mkl",
+        prior="correspondence",
         colour_statistics=True,
     ),
     "tiny": ModelConfig(

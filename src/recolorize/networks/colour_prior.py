@@ -1,6 +1,16 @@
 """Classical colour priors as torch maps: the base the pointwise generator's residual is added to.
 
-Pitie & Kokaram's linear Monge-Kantorovich map (MKL) sends the source's RGB mean and covariance to the
+Two global 3x4 affine maps (design.md: "with a classical prior the model starts at classical quality and
+learns local corrections"), fitted once at the working resolution and applied exactly at any resolution:
+
+- ``correspondence_affine`` (the default model's): a robust least-squares fit of reference colour against
+  source colour over the cells that P_W's 1/8 correspondence matches both ways. Where the two photos show
+  the same thing, their colour difference *is* the grade; regions the reference does not show, or changed
+  locally, are outliers the reweighting discounts. On 60 held-out benchmark pairs at 128 px: MAE 5.72
+  against MKL's 8.76 (docs/model-card.md).
+- ``mkl_affine``: Pitie & Kokaram's map between the two colour distributions (no correspondence).
+
+MKL: Pitie & Kokaram's linear Monge-Kantorovich map sends the source's RGB mean and covariance to the
 reference's with the least colour displacement. It is a global 3x4 affine map, so it is fitted once at the
 working resolution and applied exactly at any resolution (design.md: "with a classical prior the model starts
 at classical quality and learns local corrections"). The numbers equal ``evaluation.baselines.mkl_map``.
@@ -11,8 +21,16 @@ An affine map is stored as ``(B, 3, 4)``: ``out = M @ rgb + t`` with ``[M | t]``
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["identity_affine", "mkl_affine", "apply_colour_affine", "lerp_affine"]
+__all__ = [
+    "identity_affine",
+    "mkl_affine",
+    "correspondence_affine",
+    "mutual_matches",
+    "apply_colour_affine",
+    "lerp_affine",
+]
 
 
 def identity_affine(batch: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32):
@@ -48,6 +66,67 @@ def mkl_affine(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     matrix = (matrix + matrix.transpose(1, 2)) / 2.0
     offset = ref_mean - matrix @ src_mean
     return torch.cat([matrix, offset], dim=2).to(source.dtype)
+
+
+def mutual_matches(attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For similarities (B, N_S, N_R): each source cell's best reference cell (B, N_S), and its weight
+    (B, N_S): the similarity where the two cells are each other's best match (cycle-consistent), else 0."""
+    best = attention.argmax(dim=2)
+    back = attention.argmax(dim=1)  # each reference cell's best source cell
+    own = torch.arange(attention.shape[1], device=attention.device)
+    mutual = torch.gather(back, 1, best) == own[None, :]
+    weight = attention.max(dim=2).values.clamp_min(0.0) * mutual.to(attention.dtype)
+    return best, weight
+
+
+@torch.no_grad()
+def correspondence_affine(
+    source: torch.Tensor,
+    reference: torch.Tensor,
+    attention: torch.Tensor | None = None,
+    source_grid: tuple[int, int] = (16, 16),
+    reference_grid: tuple[int, int] | None = None,
+    scale: float = 0.1,
+    ridge: float = 1e-4,
+    iterations: int = 10,
+) -> torch.Tensor:
+    """The global affine map (B, 3, 4) that best sends source colours to the reference's along matches.
+
+    source (B, 3, H, W), reference (B, 3, h, w) in [0, 1]; both are averaged over cells (``source_grid``,
+    ``reference_grid``). attention: similarities (B, N_S, N_R) between those cells (P_W's 1/8 descriptors);
+    None means the two images are aligned (cell i matches cell i, as in a stage-1 pair). Cells are paired by
+    :func:`mutual_matches`; [M | t] minimises sum_i w_i rho(|M s_i + t - r_i|) with Cauchy's rho (``scale``
+    in RGB units) by ``iterations`` of reweighted least squares, with a small ``ridge`` toward the identity so
+    that a pair with few matches stays near doing nothing. float64 inside; no gradients (an input, like MKL).
+    """
+    batch = source.shape[0]
+    src = F.adaptive_avg_pool2d(source.double(), source_grid).flatten(2).transpose(1, 2)  # (B, N_S, 3)
+    if attention is None:
+        ref = F.adaptive_avg_pool2d(reference.double(), source_grid).flatten(2).transpose(1, 2)
+        prior_weight = torch.ones(src.shape[:2], dtype=torch.float64, device=source.device)
+    else:
+        grid = reference_grid if reference_grid is not None else source_grid
+        cells = F.adaptive_avg_pool2d(reference.double(), grid).flatten(2).transpose(1, 2)  # (B, N_R, 3)
+        if attention.shape[1:] != (src.shape[1], cells.shape[1]):
+            raise ValueError(
+                f"attention {tuple(attention.shape)} does not match {src.shape[1]} source and "
+                f"{cells.shape[1]} reference cells"
+            )
+        best, prior_weight = mutual_matches(attention.double())
+        ref = torch.gather(cells, 1, best[..., None].expand(-1, -1, 3))
+    design = torch.cat([src, torch.ones_like(src[..., :1])], dim=2)  # (B, N, 4)
+    regulariser = torch.diag(torch.tensor([ridge, ridge, ridge, 1e-9], dtype=torch.float64)).to(source.device)
+    identity = torch.eye(4, 3, dtype=torch.float64, device=source.device)
+    weight = prior_weight
+    for _ in range(iterations + 1):
+        total = weight.sum(1).clamp_min(1e-9)[:, None, None]
+        weighted = design * weight[..., None]
+        lhs = weighted.transpose(1, 2) @ design + regulariser * total
+        rhs = weighted.transpose(1, 2) @ ref + regulariser @ identity * total
+        solution = torch.linalg.solve(lhs, rhs)  # (B, 4, 3)
+        residual = (design @ solution - ref).norm(dim=2)
+        weight = prior_weight / (1.0 + (residual / scale) ** 2)
+    return solution.transpose(1, 2).to(source.dtype).reshape(batch, 3, 4)
 
 
 def apply_colour_affine(affine: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ from torch import nn
 from recolorize.config import CONFIG_METADATA_KEY, NUM_STYLES, ModelConfig, model_config_from_text
 from recolorize.errors import WeightsError, one_line
 from recolorize.io_utils import atomic_write
-from recolorize.networks.colour_prior import mkl_affine
+from recolorize.networks.colour_prior import correspondence_affine, mkl_affine
 from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
-from recolorize.networks.predictor import PredictorInputs, WPredictor
+from recolorize.networks.predictor import PredictorInputs, WPredictor, cosine_attention, fine_descriptors
 
 __all__ = [
     "RecolorModel",
@@ -310,12 +310,32 @@ class RecolorModel(nn.Module):
         )
 
     def pair_conditioning(
-        self, image_in: torch.Tensor, colours_of: torch.Tensor, hint: torch.Tensor | None = None
+        self,
+        image_in: torch.Tensor,
+        colours_of: torch.Tensor,
+        hint: torch.Tensor | None = None,
+        inputs: PredictorInputs | None = None,
     ) -> Conditioning | None:
-        """Prior of a pair: the MKL map from ``image_in``'s colours to ``colours_of``'s (config.prior)."""
+        """The pair's prior (config.prior), a map from ``image_in``'s colours toward ``colours_of``'s, and
+        the colour hint. The correspondence prior matches cells along P_W's 1/8 correspondence (``inputs``);
+        without ``inputs`` the two images are taken as aligned (a stage-1 pair)."""
         if self.config.generator != "pointwise":
             return None
-        prior = mkl_affine(image_in, colours_of) if self.config.prior == "mkl" else None
+        prior = None
+        if self.config.prior == "mkl":
+            prior = mkl_affine(image_in, colours_of)
+        elif self.config.prior == "correspondence":
+            if inputs is None:
+                prior = correspondence_affine(image_in, colours_of)
+            else:
+                source_cells, reference_cells = fine_descriptors(inputs)
+                prior = correspondence_affine(
+                    image_in,
+                    colours_of,
+                    cosine_attention(source_cells, reference_cells),
+                    tuple(source_cells.shape[-2:]),
+                    tuple(reference_cells.shape[-2:]),
+                )
         return Conditioning(prior=prior, hint=hint)
 
     def self_conditioning(self, image: torch.Tensor) -> Conditioning | None:
@@ -428,7 +448,7 @@ class RecolorModel(nn.Module):
         maps, hint = self.predictor.forward_with_hint(
             source, reference, inputs, mask_ratio=mask_ratio, generator=generator
         )
-        return self.expand_predicted(maps), self.pair_conditioning(source, reference, hint)
+        return self.expand_predicted(maps), self.pair_conditioning(source, reference, hint, inputs)
 
     def predict_maps(
         self,
@@ -486,6 +506,20 @@ class RecolorModel(nn.Module):
         except Exception as exc:  # noqa: BLE001 - e.g. safetensors' own error on inconsistent offsets
             raise WeightsError(f"cannot load model weights {path}: {one_line(exc)}") from None
         return model.to(device).eval()
+
+    def with_config(self, config: ModelConfig) -> RecolorModel:
+        """These weights under another config whose tensors have the same names and shapes (e.g. another
+        colour prior): the warm start of a fine-tune (``recolorize train --config X --init W``)."""
+        model = RecolorModel(config, semantic=self.semantic)
+        ours, theirs = self.trainable_state_dict(), model.trainable_state_dict()
+        unfit = sorted(
+            set(ours) ^ set(theirs) | {k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape}
+        )
+        if unfit:
+            shown = ", ".join(unfit[:3]) + (" ..." if len(unfit) > 3 else "")
+            raise ValueError(f"weights of config {self.config.name} do not fit config {config.name}: {shown}")
+        model.load_state_dict(ours, strict=False)
+        return model.to(next(self.parameters()).device).eval()
 
     def with_local_transfer(self) -> RecolorModel:
         """A copy of this pointwise model with ``local_transfer`` on, warm-started rather than from zero.

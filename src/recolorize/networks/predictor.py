@@ -40,7 +40,14 @@ from recolorize.networks.aspp import ASPP, PlainConvBlock
 from recolorize.networks.pointwise import lab_features
 from recolorize.networks.resnet import ResNet18, normalise_image
 
-__all__ = ["WPredictor", "PredictorInputs", "cosine_attention", "random_column_mask", "warp_by_attention"]
+__all__ = [
+    "WPredictor",
+    "PredictorInputs",
+    "cosine_attention",
+    "fine_descriptors",
+    "random_column_mask",
+    "warp_by_attention",
+]
 
 
 @dataclass
@@ -141,6 +148,22 @@ def warp_by_attention(
     return warped.view(reference_maps.shape[0], reference_maps.shape[1], *size)
 
 
+def fine_descriptors(inputs: PredictorInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Descriptors of the 1/8 correspondence, source and reference (B, D, h8, w8): the 1/8 features and
+    the upsampled 1/16 ones, each unit-normalised (the 1/8 detail places, the 1/16 context disambiguates)."""
+    if inputs.fine_source is None or inputs.fine_reference is None:
+        raise ValueError("the colour correspondence needs the 1/8 semantic features")
+
+    def descriptor(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([F.normalize(fine, dim=1), F.normalize(up, dim=1)], dim=1)
+
+    return (
+        descriptor(inputs.fine_source, inputs.semantic_source),
+        descriptor(inputs.fine_reference, inputs.semantic_reference),
+    )
+
+
 class WPredictor(nn.Module):
     """P_W(I_S, I_R) -> [W1, W2, W3] (or one map for the W1-only / W3-only ablations)."""
 
@@ -197,15 +220,7 @@ class WPredictor(nn.Module):
         keep: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft 1/8 correspondence: (ASPP-2 colour inputs (B, 13, h8, w8), generator hint (B, 4, h8, w8))."""
-        if inputs.fine_source is None or inputs.fine_reference is None:
-            raise ValueError("the colour correspondence needs the 1/8 semantic features")
-
-        def descriptor(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-            up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-            return torch.cat([F.normalize(fine, dim=1), F.normalize(up, dim=1)], dim=1)
-
-        fs = descriptor(inputs.fine_source, inputs.semantic_source)
-        fr = descriptor(inputs.fine_reference, inputs.semantic_reference)
+        fs, fr = fine_descriptors(inputs)
         size = tuple(fs.shape[-2:])
         attention = cosine_attention(fs, fr)  # (B, N_S8, N_R8)
         logits = attention / self.log_temperature.exp().clamp_min(1e-3)

@@ -177,6 +177,14 @@ def _train(request: TrainRequest, distributed: Distributed) -> list[StageSummary
         checkpoint, checkpoint_path = load_run_checkpoint(run_dir)
     init_model = _load_init(request.init) if request.init is not None and checkpoint is None else None
     model_config = _resolve_model_config(request, checkpoint, init_model.config if init_model else None)
+    if init_model is not None and init_model.config != model_config:
+        logger.info(
+            "--init weights of config %s warm-start config %s", init_model.config.name, model_config.name
+        )
+        try:
+            init_model = init_model.with_config(model_config)
+        except ValueError as error:
+            raise UserError(f"--init {request.init}: {error}") from error
     photos, cache = _find_data(request, model_config)
     base = checkpoint.train_config if checkpoint else default_train_config(model_config)
     train_config = apply_overrides(base, request.overrides)
@@ -233,11 +241,14 @@ def _train(request: TrainRequest, distributed: Distributed) -> list[StageSummary
 def _resolve_model_config(
     request: TrainRequest, checkpoint: Checkpoint | None, init: ModelConfig | None
 ) -> ModelConfig:
-    """``--config``, else the checkpoint's or ``--init``'s config; a mismatch between them is refused."""
+    """``--config``, else the checkpoint's or ``--init``'s config; a checkpoint of another config is refused,
+    ``--init`` weights of another config are a warm start (their tensors must fit ``--config``)."""
     given = CONFIGS.get(request.config) if request.config else None
     if request.config and given is None:
         raise UserError(f"unknown config {request.config!r}; choose one of {', '.join(CONFIGS)}")
     found, where = (checkpoint.model_config, "the checkpoint") if checkpoint else (init, "--init")
+    if checkpoint is None and init is not None and given is not None and given != init:
+        return given  # a warm start: --init's weights under --config (_train converts them)
     if found is not None:
         if given is not None and given.name != found.name:
             raise UserError(f"--config {given.name} does not match {where}, which holds config {found.name}")
