@@ -195,3 +195,35 @@ class TestIsGreyscale:
     def test_bad_shape(self) -> None:
         with pytest.raises(ValueError):
             colour.is_greyscale(np.zeros((4, 4, 2)))
+
+
+class TestOklab:
+    """Oklab against the reference values of Ottosson's post (linear sRGB primaries, white)."""
+
+    REFERENCE = {  # linear sRGB -> Oklab (L, a, b), bottosson.github.io/posts/oklab
+        (1.0, 1.0, 1.0): (1.0, 0.0, 0.0),
+        (1.0, 0.0, 0.0): (0.627955, 0.224863, 0.125846),
+        (0.0, 1.0, 0.0): (0.866440, -0.233888, 0.179498),
+        (0.0, 0.0, 1.0): (0.452014, -0.032457, -0.311528),
+        (0.0, 0.0, 0.0): (0.0, 0.0, 0.0),
+    }
+
+    def test_reference_values(self) -> None:
+        rgb = torch.tensor(list(self.REFERENCE), dtype=torch.float64).T.reshape(1, 3, 1, -1)
+        expected = torch.tensor(list(self.REFERENCE.values()), dtype=torch.float64).T.reshape(1, 3, 1, -1)
+        torch.testing.assert_close(colour.linear_to_oklab(rgb), expected, atol=2e-6, rtol=0)
+
+    def test_round_trip(self) -> None:
+        linear = colour.srgb_to_linear(_random_image(14))
+        back = colour.oklab_to_linear(colour.linear_to_oklab(linear))
+        torch.testing.assert_close(back, linear, atol=1e-9, rtol=0)
+
+    def test_greys_have_no_chroma(self) -> None:
+        grey = torch.linspace(0.0, 1.0, 11, dtype=torch.float64).view(1, 1, 1, 11).expand(1, 3, 1, 11)
+        lab = colour.linear_to_oklab(grey)
+        torch.testing.assert_close(lab[:, 1:], torch.zeros_like(lab[:, 1:]), atol=1e-6, rtol=0)
+        assert torch.all(lab[0, 0, 0, 1:] > lab[0, 0, 0, :-1])  # lightness grows with the grey level
+
+    def test_unbatched_float32(self) -> None:
+        image = colour.srgb_to_linear(_random_image(15, dtype=torch.float32))
+        torch.testing.assert_close(colour.linear_to_oklab(image[0]), colour.linear_to_oklab(image)[0])

@@ -359,9 +359,9 @@ def test_masked_training_step_has_finite_gradients(backbone) -> None:
 
 # --- 8. region edits ----------------------------------------------------------------------------------------
 def _oklab(image: torch.Tensor) -> torch.Tensor:
-    from recolorize.data.augment import _to_linear, _to_oklab
+    from recolorize.colour import linear_to_oklab, srgb_to_linear
 
-    return _to_oklab(_to_linear(image))
+    return linear_to_oklab(srgb_to_linear(image))
 
 
 def test_edit_regions_changes_a_region_strongly() -> None:

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from recolorize.errors import UserError
+from recolorize.errors import exit_code
 
 __all__ = ["main", "build_parser"]
 
@@ -84,7 +84,8 @@ def _one_malloc_arena() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, dispatch, and turn a UserError into one line on stderr with exit code 2."""
+    """Entry point: parse, dispatch (``errors.exit_code``: a UserError is one line on stderr and exit code 2,
+    Ctrl-C exit code 130)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in PASSIVE_COMMANDS:
@@ -94,14 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)  # --verbose is about us, not every PNG chunk Pillow reads
-    try:
-        return int(args.func(args) or 0)
-    except UserError as error:
-        print(f"recolorize: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("recolorize: interrupted", file=sys.stderr)
-        return 130
+    return exit_code(lambda: args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,13 @@
-"""Differentiable colour maths: sRGB <-> linear RGB <-> CIE XYZ <-> CIE Lab (D65, 2 degree observer).
+"""Differentiable colour maths: sRGB <-> linear RGB <-> CIE XYZ <-> CIE Lab (D65, 2 degree observer), and
+linear RGB <-> Oklab.
 
 Why here: losses (histogram, Lab distances), augmentations and metrics all need the same conversions, and
 the training losses need gradients, so they are written once in torch. Constants follow
 ``skimage.color`` (sRGB matrix of IEC 61966-2-1, D65 white ``(0.95047, 1, 1.08883)``, the CIE
 ``0.008856 / 7.787`` Lab knee) so that ``rgb_to_lab`` agrees with ``skimage.color.rgb2lab`` to 1e-4.
+
+Oklab (Ottosson 2020) is the perceptual space of the colour augmentation (hue rotations keep lightness);
+its matrices are the published ones for linear sRGB.
 
 Every tensor function takes ``(*, 3, H, W)`` (usually ``(B, 3, H, W)``) float tensors: channels are
 dimension -3. Branch points use ``torch.where`` with clamped operands so that gradients stay finite
@@ -26,6 +30,11 @@ __all__ = [
     "lab_to_xyz",
     "rgb_to_lab",
     "lab_to_rgb",
+    "OKLAB_LMS_FROM_LINEAR",
+    "OKLAB_FROM_LMS",
+    "REC709_LUMA",
+    "linear_to_oklab",
+    "oklab_to_linear",
     "luminance",
     "greyscale",
     "is_greyscale",
@@ -39,6 +48,25 @@ XYZ_FROM_RGB: tuple[tuple[float, float, float], ...] = (
 )
 # CIE XYZ of the D65 reference white, 2 degree observer, Y normalised to 1.
 D65_WHITE: tuple[float, float, float] = (0.95047, 1.0, 1.08883)
+
+# Oklab (Ottosson 2020): linear sRGB -> LMS cone responses; cube roots of LMS -> (L, a, b).
+OKLAB_LMS_FROM_LINEAR: tuple[tuple[float, float, float], ...] = (
+    (0.4122214708, 0.5363325363, 0.0514459929),
+    (0.2119034982, 0.6806995451, 0.1073969566),
+    (0.0883024619, 0.2817188376, 0.6299787005),
+)
+OKLAB_FROM_LMS: tuple[tuple[float, float, float], ...] = (
+    (0.2104542553, 0.7936177850, -0.0040720468),
+    (1.9779984951, -2.4285922050, 0.4505937099),
+    (0.0259040371, 0.7827717662, -0.8086757660),
+)
+# Rec. 709 luma weights (the rounded Y row of the sRGB primaries), for fast greys and grey-keeping gains.
+REC709_LUMA: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
+
+_OKLAB_M1 = np.asarray(OKLAB_LMS_FROM_LINEAR, dtype=np.float64)
+_OKLAB_M2 = np.asarray(OKLAB_FROM_LMS, dtype=np.float64)
+_OKLAB_M1_INV = np.linalg.inv(_OKLAB_M1)
+_OKLAB_M2_INV = np.linalg.inv(_OKLAB_M2)
 
 _SRGB_KNEE = 0.04045  # encoded value where the sRGB curve turns from linear to a power law
 _LINEAR_KNEE = 0.0031308  # the same point in linear light
@@ -159,6 +187,29 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     lab: (*, 3, H, W), L in [0, 100]. clip: clamp to [0, 1] as skimage does. Returns sRGB, same shape.
     """
     return xyz_to_rgb(lab_to_xyz(lab), clip=clip)
+
+
+def linear_to_oklab(image: torch.Tensor) -> torch.Tensor:
+    """Linear-light sRGB -> Oklab (Ottosson 2020).
+
+    image: (*, 3, H, W) linear RGB; negative values are treated as 0 (the cube root needs LMS >= 0).
+    Returns Oklab, same shape: L in [0, 1] for RGB in [0, 1] (white is (1, 0, 0)), a and b roughly in
+    [-0.4, 0.4].
+    """
+    _check_image(image)
+    lms = _apply_matrix(_matrix(_OKLAB_M1, image), image.clamp_min(0.0))
+    return _apply_matrix(_matrix(_OKLAB_M2, image), lms.pow(1.0 / 3.0))
+
+
+def oklab_to_linear(lab: torch.Tensor) -> torch.Tensor:
+    """Oklab -> linear-light sRGB; the inverse of :func:`linear_to_oklab` (for RGB >= 0).
+
+    lab: (*, 3, H, W) Oklab. Returns linear RGB, same shape, not clipped (colours outside the sRGB gamut
+    give values outside [0, 1]).
+    """
+    _check_image(lab, "lab")
+    lms = _apply_matrix(_matrix(_OKLAB_M2_INV, lab), lab) ** 3
+    return _apply_matrix(_matrix(_OKLAB_M1_INV, lab), lms)
 
 
 def luminance(image: torch.Tensor) -> torch.Tensor:

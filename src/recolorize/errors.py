@@ -34,8 +34,8 @@ def exit_code(command: Callable[[], int | None]) -> int:
     """Run an entry point's ``command``: its exit code; a ``UserError`` is one line on stderr and exit
     code 2, Ctrl-C exit code 130.
 
-    For entry points other than ``recolorize`` (``python -m recolorize.training``), so that each does not
-    copy the handling; ``cli.main`` does the same.
+    Every entry point uses it (``recolorize``'s ``cli.main``, ``python -m recolorize.training``), so that
+    none copies the handling.
     """
     try:
         return int(command() or 0)

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.interpolate import PchipInterpolator
 
+from recolorize.colour import REC709_LUMA, linear_to_oklab, linear_to_srgb, oklab_to_linear, srgb_to_linear
 from recolorize.data.folders import superpixel_regions
+from recolorize.data.regions import merge_regions, region_weights
 
 __all__ = [
     "AugmentationRanges",
@@ -122,24 +123,7 @@ class Grade:
     chroma: np.ndarray
 
 
-# Oklab (Ottosson 2020): linear sRGB -> LMS, cube root, -> Lab.
-_OK_M1 = np.array(
-    [
-        [0.4122214708, 0.5363325363, 0.0514459929],
-        [0.2119034982, 0.6806995451, 0.1073969566],
-        [0.0883024619, 0.2817188376, 0.6299787005],
-    ]
-)
-_OK_M2 = np.array(
-    [
-        [0.2104542553, 0.7936177850, -0.0040720468],
-        [1.9779984951, -2.4285922050, 0.4505937099],
-        [0.0259040371, 0.7827717662, -0.8086757660],
-    ]
-)
-_OK_M1_INV = np.linalg.inv(_OK_M1)
-_OK_M2_INV = np.linalg.inv(_OK_M2)
-_LUMA_LINEAR = np.array([0.2126, 0.7152, 0.0722])
+_LUMA_LINEAR = np.array(REC709_LUMA)
 _CURVE_POINTS = 256
 
 
@@ -222,24 +206,6 @@ def sample_local_grade(rng: np.random.Generator, ranges: AugmentationRanges) -> 
     )
 
 
-def _to_linear(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def _to_oklab(x: torch.Tensor) -> torch.Tensor:
-    lms = torch.einsum("ij,jhw->ihw", torch.as_tensor(_OK_M1, dtype=x.dtype), x.clamp_min(0.0))
-    return torch.einsum("ij,jhw->ihw", torch.as_tensor(_OK_M2, dtype=x.dtype), lms.pow(1.0 / 3.0))
-
-
-def _from_oklab(lab: torch.Tensor) -> torch.Tensor:
-    lms = torch.einsum("ij,jhw->ihw", torch.as_tensor(_OK_M2_INV, dtype=lab.dtype), lab) ** 3
-    return torch.einsum("ij,jhw->ihw", torch.as_tensor(_OK_M1_INV, dtype=lab.dtype), lms)
-
-
-def _to_srgb(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
-
-
 def _shoulder(x: torch.Tensor, peak: torch.Tensor, knee: float = 0.8) -> torch.Tensor:
     """Map [0, peak] onto [0, 1]: identity below ``knee``, a smooth roll-off above (no hard clipping).
 
@@ -306,9 +272,9 @@ def render(
         peak = linear.clamp_min(0.0).sum(1).amax()
     else:
         return image
-    shaped = _shoulder(_transform(linear, _to_linear(image)), peak)
-    coloured = _from_oklab(_transform(chroma, _to_oklab(shaped))).clamp(0.0, 1.0)
-    encoded = _to_srgb(coloured)
+    shaped = _shoulder(_transform(linear, srgb_to_linear(image)), peak)
+    coloured = oklab_to_linear(_transform(chroma, linear_to_oklab(shaped))).clamp(0.0, 1.0)
+    encoded = linear_to_srgb(coloured)
     if global_grade is not None and global_grade.curve is not None:
         encoded = _apply_curve(encoded, global_grade.curve)
     return encoded.clamp(0.0, 1.0)
@@ -317,88 +283,6 @@ def render(
 def apply_grade(image: torch.Tensor, grade: Grade) -> torch.Tensor:
     """Apply one :class:`Grade` to a (3, H, W) image in [0, 1]; the result stays in [0, 1]."""
     return render(image, global_grade=grade)
-
-
-def merge_regions(labels: np.ndarray, max_regions: int, min_fraction: float = 0.0) -> np.ndarray:
-    """Relabel to at most ``max_regions`` regions (0..K-1) by merging the smallest into its main neighbour.
-
-    A region also goes when it covers less than ``min_fraction`` of the image (tiny regions with their own
-    colour look like stains). The neighbour is the one sharing the longest boundary; a region touching
-    nothing joins the largest one.
-    """
-    values, flat = np.unique(labels, return_inverse=True)
-    flat = flat.reshape(labels.shape)
-    k = len(values)
-    area = np.bincount(flat.ravel(), minlength=k).astype(np.int64)
-    pairs = [(flat[:, :-1], flat[:, 1:]), (flat[:-1, :], flat[1:, :])]
-    touch = np.zeros((k, k), dtype=np.int64)
-    for a, b in pairs:
-        differ = a != b
-        codes = a[differ].astype(np.int64) * k + b[differ]
-        touch += np.bincount(codes, minlength=k * k).reshape(k, k)
-    touch += touch.T
-    parent = np.arange(k)
-    active = np.ones(k, dtype=bool)
-    minimum = min_fraction * labels.size
-    while active.sum() > 1:
-        candidates = np.where(active, area, np.iinfo(np.int64).max)
-        small = int(candidates.argmin())
-        if active.sum() <= max_regions and area[small] >= minimum:
-            break
-        neighbours = np.where(active, touch[small], -1)
-        neighbours[small] = -1
-        target = int(neighbours.argmax())
-        if neighbours[target] <= 0:
-            sizes = np.where(active, area, -1)
-            sizes[small] = -1
-            target = int(sizes.argmax())
-        area[target] += area[small]
-        touch[target] += touch[small]
-        touch[:, target] += touch[:, small]
-        touch[target, target] = 0
-        touch[small] = 0
-        touch[:, small] = 0
-        active[small] = False
-        parent[parent == small] = target
-    _, compact = np.unique(parent, return_inverse=True)
-    return compact[flat].astype(np.int64)
-
-
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def region_weights(labels: np.ndarray, sigma: float) -> torch.Tensor:
-    """(K, H, W) soft region weights summing to 1 per pixel: one-hot masks blurred with ``sigma`` px.
-
-    The blur runs at reduced resolution (sigma of about 1.5 cells) and is upsampled bilinearly, so
-    its cost does not grow with the sigma.
-    """
-    height, width = labels.shape
-    k = int(labels.max()) + 1
-    one_hot = (torch.from_numpy(labels)[None] == torch.arange(k)[:, None, None]).float()[None]
-    if sigma <= 0 or k == 1:
-        return one_hot[0]
-    factor = max(1, int(sigma / 1.5))
-    small = F.interpolate(one_hot, size=(max(1, height // factor), max(1, width // factor)), mode="area")
-    kernel = _gaussian_kernel(sigma / factor)
-    radius = len(kernel) // 2
-    channels = small.reshape(k, 1, *small.shape[2:])
-    for dim in (2, 3):  # separable blur, reflected borders
-        pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
-        mode = "reflect" if channels.shape[dim] > radius else "replicate"
-        weight = kernel.reshape(1, 1, -1, 1) if dim == 2 else kernel.reshape(1, 1, 1, -1)
-        channels = F.conv2d(F.pad(channels, pad, mode=mode), weight)
-    blurred = F.interpolate(
-        channels.reshape(1, k, *channels.shape[2:]),
-        size=(height, width),
-        mode="bilinear",
-        align_corners=False,
-    )[0]
-    return blurred / blurred.sum(0, keepdim=True).clamp_min(1e-6)
 
 
 class ColourAugmenter:

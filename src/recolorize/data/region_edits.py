@@ -22,21 +22,16 @@ import math
 import numpy as np
 import torch
 
-from recolorize.data.augment import (
-    _from_oklab,
-    _to_linear,
-    _to_oklab,
-    _to_srgb,
-    merge_regions,
-    region_weights,
-)
+from recolorize.colour import REC709_LUMA, linear_to_oklab, linear_to_srgb, oklab_to_linear, srgb_to_linear
+from recolorize.data.regions import merge_regions, region_weights
 
 __all__ = ["edit_regions", "to_greyscale"]
 
 
 def to_greyscale(image: torch.Tensor) -> torch.Tensor:
     """Rec. 709 luma of an sRGB image (3, H, W), repeated over the three channels."""
-    luma = 0.2126 * image[0] + 0.7152 * image[1] + 0.0722 * image[2]
+    red, green, blue = REC709_LUMA
+    luma = red * image[0] + green * image[1] + blue * image[2]
     return luma.expand(3, -1, -1).clone()
 
 
@@ -80,7 +75,7 @@ def edit_regions(image: torch.Tensor, regions: np.ndarray, rng: np.random.Genera
     """Edit 1-3 regions of ``image`` (3, H, W) sRGB in [0, 1]; ``regions``: (H, W) labels."""
     labels = merge_regions(np.asarray(regions), 6)
     height, width = labels.shape
-    lab = _to_oklab(_to_linear(image.float().clamp(0.0, 1.0)))
+    lab = linear_to_oklab(srgb_to_linear(image.float().clamp(0.0, 1.0)))
     present = np.unique(labels)
     count = int(min(len(present), rng.integers(1, 4)))
     chosen = rng.choice(present, size=count, replace=False)
@@ -94,4 +89,4 @@ def edit_regions(image: torch.Tensor, regions: np.ndarray, rng: np.random.Genera
         feathered = region_weights(mask.numpy().astype(np.int64), sigma)[-1] if mask.any() else mask
         edited = _edit(lab, rng)
         out = out + feathered[None] * (edited - out)
-    return _to_srgb(_from_oklab(out).clamp(0.0, 1.0)).clamp(0.0, 1.0)
+    return linear_to_srgb(oklab_to_linear(out).clamp(0.0, 1.0)).clamp(0.0, 1.0)
