@@ -15,10 +15,15 @@ resume() { [ -f "$1/checkpoint.safetensors" ] && echo --resume || true; }
 # BSDS500 test stays out: it is the held-out ground-truth benchmark; DPST is for evaluation only
 $RC build-cache --data "$DATA/bsds500/images/train" "$DATA/bsds500/images/val" "$DATA/coco128" \
   "$DATA/msrc_v2" --out "$CACHE" --items 12288
-# phase 1: the three stages (generator 1,500 steps, W-encoder 600, W-predictor 6,000; every 2nd pixel)
-$RC train --config pointwise --data "$CACHE" --run "$RUN" $(resume "$RUN")
+# phase 1: the three stages under the MKL prior (generator 1,500 steps, W-encoder 600, W-predictor 6,000;
+# every 2nd pixel)
+$RC train --config pointwise-mkl --data "$CACHE" --run "$RUN" $(resume "$RUN")
 # phase 2: stage 3 again from phase 1's weights, a second cosine cycle on every 4th pixel (cheaper steps)
-$RC train --config pointwise --data "$CACHE" --run "${RUN}_more" --stage predictor \
+$RC train --config pointwise-mkl --data "$CACHE" --run "${RUN}_more" --stage predictor \
   $( [ -f "${RUN}_more/checkpoint.safetensors" ] && echo --resume || echo --init "$RUN/predictor.safetensors" ) \
   --steps "${MORE_STEPS:-10000}" --lr 7e-4 --set predictor.pixel_stride=4
-$RC export "${RUN}_more" -o src/recolorize/weights/
+# phase 3: stage 3 under the correspondence prior (config pointwise), warm-started from phase 2's weights
+$RC train --config pointwise --data "$CACHE" --run "${RUN}_corr" --stage predictor \
+  $( [ -f "${RUN}_corr/checkpoint.safetensors" ] && echo --resume || echo --init "${RUN}_more/predictor.safetensors" ) \
+  --steps "${CORR_STEPS:-8000}" --lr 7e-4 --set predictor.pixel_stride=4
+$RC export "${RUN}_corr" -o src/recolorize/weights/

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from recolorize.cli import main
-from recolorize.evaluation.analyses import cosine_matrix, histogram_matrix, self_similarity
+from recolorize.evaluation.analyses.similarity import cosine_matrix, histogram_matrix, self_similarity
 
 FAST = ["--n", "4", "--steps-code", "2", "--steps-maps", "2", "--k", "2", "--queries", "2"]
 FAST += ["--others", "2", "--show", "2", "--batch", "4"]

@@ -18,7 +18,9 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from recolorize.app.server import MAX_REFERENCES, AppConfig, create_server, parse_multipart
+from recolorize.app.jobs import AppConfig
+from recolorize.app.server import create_server
+from recolorize.app.validation import MAX_REFERENCES, parse_multipart
 from recolorize.cli import build_parser
 
 MAX_UPLOAD = 1_000_000  # small so the oversize tests stay light; the DPST photos are ~0.4 MB
@@ -235,7 +237,8 @@ def test_binds_loopback_by_default(weights):
 
 
 def test_one_model_job_at_a_time_and_a_bounded_queue(weights):
-    from recolorize.app.server import AppState, HTTPProblem
+    from recolorize.app.jobs import AppState
+    from recolorize.app.validation import HTTPProblem
     from recolorize.inference.pipeline import Recolorizer
 
     state = AppState(Recolorizer.from_pretrained(weights), AppConfig(max_waiting=0, job_timeout_s=5))
@@ -340,12 +343,12 @@ def test_text_orientation_jpeg_is_never_a_server_error(server):
 
 def test_any_decoder_failure_is_a_4xx_with_the_file_named(server, monkeypatch):
     """Whatever a decoder raises on a crafted file (here the ValueError a text Orientation once raised)."""
-    import recolorize.app.server as app_server
+    import recolorize.app.jobs as app_jobs
 
     def broken_decoder(stream, max_pixels=None):
         raise ValueError("invalid literal for int() with base 10: 'ab'")
 
-    monkeypatch.setattr(app_server, "load_image", broken_decoder)
+    monkeypatch.setattr(app_jobs, "load_image", broken_decoder)
     status, _, body = upload(
         server, {"source": ("ab.jpg", small_photo("JPEG")), "reference": ("r.png", b"x")}
     )
@@ -415,11 +418,11 @@ def test_cross_origin_posts_are_refused(server):
 
 
 def test_size_messages_never_read_the_same_and_server_header_has_no_version(server):
-    from recolorize.app.server import _mb_pair
+    from recolorize.app.validation import mb_pair
 
-    assert _mb_pair(300_000, 100_000) == ("0.3 MB", "0.1 MB")
-    assert _mb_pair(100_001, 100_000) == ("0.100001 MB", "0.1 MB")
-    assert _mb_pair(149_999, 100_000) == ("0.15 MB", "0.1 MB")
+    assert mb_pair(300_000, 100_000) == ("0.3 MB", "0.1 MB")
+    assert mb_pair(100_001, 100_000) == ("0.100001 MB", "0.1 MB")
+    assert mb_pair(149_999, 100_000) == ("0.15 MB", "0.1 MB")
     status, headers, body = upload(
         server, {"source": ("big.png", b"\0" * (MAX_UPLOAD + 10)), "reference": ("r.png", small_photo())}
     )

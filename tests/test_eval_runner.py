@@ -14,14 +14,10 @@ from recolorize.cli import build_parser, main
 from recolorize.errors import UserError
 from recolorize.evaluation import metrics
 from recolorize.evaluation.baselines import BASELINES
-from recolorize.evaluation.runner import (
-    METRIC_COLUMNS,
-    MethodOptions,
-    markdown_table,
-    mean_by_method,
-    parse_methods,
-    read_pairs,
-)
+from recolorize.evaluation.methods import MethodOptions, parse_methods
+from recolorize.evaluation.pairs import read_pairs
+from recolorize.evaluation.scoring import METRIC_COLUMNS
+from recolorize.evaluation.tables import markdown_table, mean_by_method
 from recolorize.imaging import load_image
 
 # A global affine re-colouring (3x3 matrix + offset) that no baseline implements exactly.

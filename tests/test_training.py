@@ -35,7 +35,7 @@ from recolorize.training import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from recolorize.training.checkpoint import (
+from recolorize.training.resume_state import (
     capture_rng,
     flatten_optimizer_state,
     restore_rng,
@@ -405,7 +405,8 @@ def test_run_folder_rules_resume_and_init(
     # a finished stage continues with --resume and more steps; a later stage starts from its weights
     assert main(_train_args(photos, run, "--stage", "wencoder", "--steps", "2", "--resume")) == 0
     assert [r["step"] for r in _rows(run)] == ["1", "2"]
-    # --init: a new run from existing weights, config taken from them; a different --config is refused
+    # --init: a new run from existing weights, config taken from them; a --config the weights do not fit is
+    # refused (one that they fit is a warm start: tests/test_correspondence_prior.py)
     weights = run / "wencoder.safetensors"
     init_args = ["train", "--data", str(photos), "--init", str(weights), "--stage", "predictor"]
     assert main([*init_args, "--run", str(tmp_path / "init"), "--steps", "1", "--batch", "2"]) == 0
@@ -413,7 +414,7 @@ def test_run_folder_rules_resume_and_init(
     after = RecolorModel.load(tmp_path / "init" / "predictor.safetensors").trainable_state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items() if not k.startswith("predictor."))
     assert main([*init_args, "--run", str(tmp_path / "bad"), "--config", "base"]) == 2
-    assert "does not match" in capsys.readouterr().err
+    assert "do not fit config base" in capsys.readouterr().err
 
 
 def test_non_finite_loss_skips_the_step(photos: Path, tmp_path: Path, monkeypatch, caplog) -> None:

@@ -40,11 +40,16 @@ DEFAULT_CACHE_SIZE = 4
 DEFAULT_PREVIEW_SIZE = 1024
 
 if TYPE_CHECKING:  # pragma: no cover
-    from recolorize.app.server import AppConfig, AppServer, create_server
+    from recolorize.app.jobs import AppConfig
+    from recolorize.app.server import AppServer, create_server
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("AppConfig", "AppServer", "create_server"):
+    if name == "AppConfig":
+        from recolorize.app.jobs import AppConfig
+
+        return AppConfig
+    if name in ("AppServer", "create_server"):
         from recolorize.app import server
 
         return getattr(server, name)

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from recolorize.errors import UserError
-from recolorize.evaluation.analyses import ANALYSES, AnalysisOptions, get_analysis
+from recolorize.evaluation.analyses import ANALYSES, get_analysis
+from recolorize.evaluation.analyses.common import AnalysisOptions
 
 __all__ = ["register", "run", "parse_point"]
 

@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recolorize.app.server import AppConfig, create_server
+    from recolorize.app.jobs import AppConfig
+    from recolorize.app.server import create_server
     from recolorize.inference.pipeline import Recolorizer
 
     if not 0 <= args.port <= 65535:

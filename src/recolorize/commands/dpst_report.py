@@ -7,7 +7,7 @@ from pathlib import Path
 
 from recolorize.commands.eval import DEFAULT_METHODS, command_line
 from recolorize.evaluation.dpst import read_dpst_pairs, run_dpst_report
-from recolorize.evaluation.runner import MethodOptions, known_methods, parse_methods
+from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods
 
 __all__ = ["register", "run"]
 

@@ -7,7 +7,9 @@ import importlib.util
 import shlex
 from pathlib import Path
 
-from recolorize.evaluation.runner import MethodOptions, known_methods, parse_methods, read_pairs, run_eval
+from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods
+from recolorize.evaluation.pairs import read_pairs
+from recolorize.evaluation.runner import run_eval
 
 __all__ = ["register", "run", "command_line"]
 

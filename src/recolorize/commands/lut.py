@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_lut_output(path: Path, overwrite: bool) -> None:
     """A ``.cube`` output that can be written, and the library that writes it: checked before any work."""
-    from recolorize.inference.lut import _colour_io
+    from recolorize.inference.lut.cube import colour_io
 
     if path.suffix.lower() != LUT_SUFFIX:
         raise UserError(f"the LUT file {path} must end in {LUT_SUFFIX}")
@@ -79,12 +79,13 @@ def check_lut_output(path: Path, overwrite: bool) -> None:
         raise UserError(f"cannot write {path}: {existing} is a file, not a folder")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to folder {existing}")
-    _colour_io()
+    colour_io()
 
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, decode both photos, load the model, render, fit and write the LUT atomically."""
-    from recolorize.commands.transfer import MAX_SIZE, MIN_SIZE, _held_logs, _load, _out_of_memory_is_an_error
+    from recolorize.commands.transfer import MAX_SIZE, MIN_SIZE
+    from recolorize.commands.transfer_run import held_logs, load_model, out_of_memory_is_an_error
     from recolorize.imaging import check_regular_file, load_image, resolve_max_pixels
 
     if not 0.0 <= args.strength <= 1.0:
@@ -105,11 +106,11 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     weights = args.weights if args.weights is not None else default_weights_path()
     check_weights(weights / "model.safetensors" if weights.is_dir() else weights)
-    with _held_logs():
+    with held_logs():
         source = load_image(args.source, max_pixels=max_pixels)
         reference = load_image(args.reference, max_pixels=max_pixels)
-    recolorizer = _load(args)
-    with _out_of_memory_is_an_error(args):
+    recolorizer = load_model(args)
+    with out_of_memory_is_an_error(args):
         prepared = recolorizer.prepare(source, reference)
         lut = transfer_lut(recolorizer, prepared, args.strength, args.lut_size, args.method)
     write_cube(lut, args.output, overwrite=True)

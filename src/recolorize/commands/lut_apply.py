@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options and paths, read the LUT, then grade each photo and write it atomically."""
-    from recolorize.commands.transfer import Job, _check_output, _check_output_folder, _held_logs, _images_in
+    from recolorize.commands.transfer_output import check_output, check_output_folder
+    from recolorize.commands.transfer_plan import Job, images_in
+    from recolorize.commands.transfer_run import held_logs
     from recolorize.imaging import (
         check_regular_file,
         load_image,
@@ -70,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     max_pixels = resolve_max_pixels(args.max_pixels)
     batch = args.photo.is_dir()
     if batch:
-        _check_output_folder(args.output)
-        photos = _images_in(args.photo)
+        check_output_folder(args.output)
+        photos = images_in(args.photo)
         if not photos:
             raise UserError(f"no images in folder {args.photo}")
         jobs = [Job(p, args.lut, args.output / p.name) for p in photos]
@@ -80,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
         output = args.output / args.photo.name if args.output.is_dir() else args.output
         output_format(output)
         jobs = [Job(args.photo, args.lut, output)]
-        _check_output(jobs[0], source_path=args.photo, overwrite=args.overwrite)
+        check_output(jobs[0], source_path=args.photo, overwrite=args.overwrite)
     lut = read_cube(args.lut)
     if not batch:
-        with _held_logs():
+        with held_logs():
             photo = load_image(args.photo, max_pixels=max_pixels)
         rgb = lut.apply(photo.rgb)
         save_image(
@@ -100,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
             todo.append(job)
     for job in tqdm(todo, desc="grading", unit="photo", disable=not todo):
         try:
-            with _held_logs():
-                _check_output(job, source_path=job.source, overwrite=args.overwrite)
+            with held_logs():
+                check_output(job, source_path=job.source, overwrite=args.overwrite)
                 photo = load_image(job.source, max_pixels=max_pixels)
                 save_image(
                     job.output,

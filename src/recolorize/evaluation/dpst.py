@@ -26,17 +26,11 @@ from PIL import Image
 
 from recolorize.errors import UserError
 from recolorize.evaluation.grids import contact_sheet, save_png, tile_to_pil
-from recolorize.evaluation.runner import (
-    Method,
-    Pair,
-    PairResult,
-    check_size,
-    markdown_table,
-    mean_by_method,
-    read_pairs,
-    run_report,
-    write_summary,
-)
+from recolorize.evaluation.methods import Method
+from recolorize.evaluation.pairs import Pair, read_pairs
+from recolorize.evaluation.runner import check_size, run_report, write_summary
+from recolorize.evaluation.scoring import PairResult
+from recolorize.evaluation.tables import markdown_table, mean_by_method
 
 __all__ = ["DPST_CSV", "read_dpst_pairs", "is_degenerate", "DpstReport", "run_dpst_report"]
 

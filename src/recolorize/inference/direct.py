@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -170,15 +171,34 @@ def render_pointwise(
     return out
 
 
-def _render_fast(
+class _Layers(NamedTuple):
+    """The generator's 1x1 modulated layers then ``to_rgb``, as the fast path multiplies them."""
+
+    weights: list[torch.Tensor]  # (O, C) scaled weights
+    energies: list[torch.Tensor | None]  # squared weights of the demodulated layers, else None
+    biases: list[torch.Tensor]  # the hidden layers' biases (to_rgb's is ``generator.rgb_bias``)
+
+
+def _layers(generator: PointwiseGenerator) -> _Layers:
+    layers = [*generator.layers, generator.to_rgb]
+    weights = [_flat_weight(conv) for conv in layers]
+    energies = [w.pow(2) if conv.demodulate else None for conv, w in zip(layers, weights, strict=True)]
+    return _Layers(weights, energies, [bias for bias in generator.biases])
+
+
+#: A latent grid and what its concatenated maps hold: (key, channels) per map, in order.
+_GridEntries = list[tuple[_Grid, list[tuple[str, int]]]]
+
+
+def _latent_grids(
     generator: PointwiseGenerator,
     image: torch.Tensor,
     latents: torch.Tensor | list[torch.Tensor],
-    conditioning: Conditioning | None,
+    conditioning: Conditioning,
     guide_low: torch.Tensor,
-) -> torch.Tensor:
-    conditioning = conditioning if conditioning is not None else Conditioning()
-    device = image.device
+) -> tuple[_GridEntries, dict[str, torch.Tensor]]:
+    """The styles and the colour hint grouped into one :class:`_Grid` per grid size, and the 1x1 maps
+    (the generator treats them as constant styles) as (1, C) constants keyed ``style{n}`` / ``hint``."""
     _, _, height, width = image.shape
     styles = generator.coarse_styles(latents)
 
@@ -193,7 +213,6 @@ def _render_fast(
         else:
             coarse.setdefault(size, []).append((key, value))
 
-    hint = None
     if generator.use_hint:
         hint = conditioning.hint
         if hint is not None:
@@ -203,22 +222,72 @@ def _render_fast(
     for n, style in enumerate(styles):
         add(f"style{n}", style)
 
-    inv = 0.5 / torch.exp(2.0 * generator.upsampler.log_sigma).clamp_min(1e-6)
     radius = float(generator.upsampler.radius)
-    grids: list[tuple[_Grid, list[tuple[str, int]]]] = []
+    grids: _GridEntries = []
     for size, entries in coarse.items():
         maps = torch.cat([value for _, value in entries], dim=1)
         cells = guide_low if tuple(guide_low.shape[-2:]) == size else F.adaptive_avg_pool2d(guide_low, size)
         grids.append(
             (_Grid(maps, cells, height, width, radius), [(key, value.shape[1]) for key, value in entries])
         )
+    return grids, constants
 
-    prior = conditioning.prior  # None: the base is the image itself
-    layers = [*generator.layers, generator.to_rgb]
-    weights = [_flat_weight(conv) for conv in layers]
-    energies = [w.pow(2) if conv.demodulate else None for conv, w in zip(layers, weights, strict=True)]
-    biases = [bias for bias in generator.biases]
+
+def _tile_colours(
+    generator: PointwiseGenerator,
+    layers: _Layers,
+    rgb: torch.Tensor,
+    flat_guide: torch.Tensor,
+    prior: torch.Tensor | None,
+    upsampled: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """The generator's per-pixel network on a tile: rgb and guide (pixels, 3), styles and hint (pixels, C);
+    returns the output colours (pixels, 3), the prior's base plus the network's residual."""
+    pixels = rgb.shape[0]
+    if prior is not None:
+        matrix = prior[0].to(rgb.dtype)
+        base = torch.addmm(matrix[:, 3], rgb, matrix[:, :3].t())
+    else:
+        base = rgb
+    inputs = [rgb * 2.0 - 1.0, flat_guide]
+    if generator.use_prior:
+        inputs.append(base.clamp(0.0, 1.0) * 2.0 - 1.0)
+    if generator.use_hint:
+        pixel_hint = upsampled.get("hint")
+        if pixel_hint is None:
+            pixel_hint = rgb.new_zeros(pixels, generator.hint_channels)
+        inputs.append(pixel_hint[:, :HINT_CHANNELS])
+        if generator.local_transfer:
+            inputs.append(local_colour_transfer(pixel_hint, flat_guide))
+    x = torch.cat(inputs, dim=1)
     gain = math.sqrt(2)
+    for n, (weight, energy) in enumerate(zip(layers.weights, layers.energies, strict=True)):
+        style = upsampled[f"style{n}"]
+        y = torch.mm(x * style, weight.t())
+        if energy is not None:
+            y *= torch.rsqrt(torch.mm(style * style, energy.t()) + 1e-8)
+        if n < len(layers.biases):
+            y += layers.biases[n]
+            x = F.leaky_relu(y, 0.2) * gain
+        else:
+            x = y + generator.rgb_bias
+    return base + x
+
+
+def _render_fast(
+    generator: PointwiseGenerator,
+    image: torch.Tensor,
+    latents: torch.Tensor | list[torch.Tensor],
+    conditioning: Conditioning | None,
+    guide_low: torch.Tensor,
+) -> torch.Tensor:
+    conditioning = conditioning if conditioning is not None else Conditioning()
+    device = image.device
+    _, _, height, width = image.shape
+    grids, constants = _latent_grids(generator, image, latents, conditioning, guide_low)
+    inv = 0.5 / torch.exp(2.0 * generator.upsampler.log_sigma).clamp_min(1e-6)
+    prior = conditioning.prior  # None: the base is the image itself
+    layers = _layers(generator)
 
     out = torch.empty(1, 3, height, width, dtype=torch.float32, device=device)
     edges = _band_edges([grid for grid, _ in grids], height)
@@ -242,35 +311,8 @@ def _render_fast(
                 for key, channels in entries:
                     upsampled[key] = values[:, start : start + channels]
                     start += channels
-            rgb = rgb.reshape(pixels, 3)
             flat_guide = guide.reshape(3, pixels).t()
-            if prior is not None:
-                matrix = prior[0].to(rgb.dtype)
-                base = torch.addmm(matrix[:, 3], rgb, matrix[:, :3].t())
-            else:
-                base = rgb
-            inputs = [rgb * 2.0 - 1.0, flat_guide]
-            if generator.use_prior:
-                inputs.append(base.clamp(0.0, 1.0) * 2.0 - 1.0)
-            if generator.use_hint:
-                pixel_hint = upsampled.get("hint")
-                if pixel_hint is None:
-                    pixel_hint = rgb.new_zeros(pixels, generator.hint_channels)
-                inputs.append(pixel_hint[:, :HINT_CHANNELS])
-                if generator.local_transfer:
-                    inputs.append(local_colour_transfer(pixel_hint, flat_guide))
-            x = torch.cat(inputs, dim=1)
-            for n, (weight, energy) in enumerate(zip(weights, energies, strict=True)):
-                style = upsampled[f"style{n}"]
-                y = torch.mm(x * style, weight.t())
-                if energy is not None:
-                    y *= torch.rsqrt(torch.mm(style * style, energy.t()) + 1e-8)
-                if n < len(biases):
-                    y += biases[n]
-                    x = F.leaky_relu(y, 0.2) * gain
-                else:
-                    x = y + generator.rgb_bias
-            result = base + x  # (pixels, 3)
+            result = _tile_colours(generator, layers, rgb.reshape(pixels, 3), flat_guide, prior, upsampled)
             out[0, :, top:bottom, left:right] = result.reshape(cols, rows, 3).permute(2, 1, 0)
 
     # bands write disjoint rows of ``out``: a few threads at once (parallel.for_each says why)

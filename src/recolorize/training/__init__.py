@@ -6,7 +6,9 @@
 One job per module: ``loop`` (:func:`train`, config resolution), ``runner`` (one stage's step loop),
 ``stages`` (the stages as data, loss terms, schedules), ``stage_network`` (what DDP wraps), ``batches``
 (the data order), ``ema``, ``distributed`` (process group, rank helpers), ``run_folder`` (metrics CSV,
-sample grids, config.json, stage weights) and ``checkpoint``.
+sample grids, config.json, stage weights), ``checkpoint`` (the checksummed resume file), ``resume_state``
+(optimiser and RNG states as tensors and JSON) and ``arguments`` (the ``train`` options and torchrun's
+``python -m recolorize.training`` entry point).
 """
 
 from recolorize.training.checkpoint import (

@@ -19,24 +19,22 @@ replaces the latest one, the latest (if it verifies) becomes the previous one, s
 checkpoint falls back to the previous with a warning (:func:`load_run_checkpoint`). Checkpoints
 written before checksums existed still load, with a warning that they are unverified.
 
-No pickles: every tensor is a safetensors tensor and everything else is JSON.
+No pickles: every tensor is a safetensors tensor and everything else is JSON. The optimiser's state and
+the RNG states become tensors and JSON in :mod:`recolorize.training.resume_state`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -50,6 +48,7 @@ from recolorize.config import (
 )
 from recolorize.errors import UserError
 from recolorize.io_utils import atomic_write
+from recolorize.training.resume_state import flatten_optimizer_state, unflatten_optimizer_state
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -61,10 +60,6 @@ __all__ = [
     "load_run_checkpoint",
     "has_checkpoint",
     "read_checkpoint_info",
-    "flatten_optimizer_state",
-    "unflatten_optimizer_state",
-    "capture_rng",
-    "restore_rng",
     "state_digest",
     "latest_weights",
 ]
@@ -98,74 +93,6 @@ class Checkpoint:
     ema_state: dict[str, torch.Tensor] | None = None
     rng: list[dict[str, Any]] = field(default_factory=list)
     data: dict[str, int] = field(default_factory=dict)
-
-
-# --- optimiser state ------------------------------------------------------------------------------------
-def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimiser ``state_dict`` into tensors ``optimizer.{index}.{name}`` and a JSON-able rest."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entries in state_dict["state"].items():
-        for name, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous().clone()
-            else:
-                scalars.setdefault(str(index), {})[name] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
-
-
-def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`flatten_optimizer_state` (tensors keyed ``optimizer.{index}.{name}``)."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    for index, entries in meta.get("scalars", {}).items():
-        state.setdefault(int(index), {}).update(entries)
-    groups = [dict(group) for group in meta["param_groups"]]
-    for group in groups:
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
-    return {"state": state, "param_groups": groups}
-
-
-# --- RNG state ------------------------------------------------------------------------------------------
-def _bytes_to_text(tensor: torch.Tensor) -> str:
-    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
-
-
-def _text_to_bytes(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
-
-
-def capture_rng(mask_generator: torch.Generator | None = None) -> dict[str, Any]:
-    """The RNG states of this process as JSON-able data: torch CPU, its CUDA device (if in use), numpy,
-    Python ``random`` and the masking generator."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": _bytes_to_text(torch.get_rng_state()),
-        "numpy": [np_name, np.asarray(np_keys).tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
-        "python": [py_version, list(py_state), py_gauss],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # this process's device only
-        state["cuda"] = _bytes_to_text(torch.cuda.get_rng_state())
-    if mask_generator is not None:
-        state["mask"] = _bytes_to_text(mask_generator.get_state())
-    return state
-
-
-def restore_rng(state: dict[str, Any], mask_generator: torch.Generator | None = None) -> None:
-    """Put back what :func:`capture_rng` captured (CUDA states only where CUDA is in use)."""
-    torch.set_rng_state(_text_to_bytes(state["torch"]))
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, py_state, py_gauss = state["python"]
-    random.setstate((version, tuple(py_state), py_gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(_text_to_bytes(state["cuda"]))
-    if mask_generator is not None and "mask" in state:
-        mask_generator.set_state(_text_to_bytes(state["mask"]))
 
 
 # --- files ----------------------------------------------------------------------------------------------

@@ -43,13 +43,12 @@ from recolorize.training.batches import iterate_batches
 from recolorize.training.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
-    capture_rng,
-    restore_rng,
     save_checkpoint,
     state_digest,
 )
 from recolorize.training.distributed import Distributed
 from recolorize.training.ema import EMA
+from recolorize.training.resume_state import capture_rng, restore_rng
 from recolorize.training.run_folder import (
     MetricsLog,
     MetricsWindow,

@@ -1,0 +1,260 @@
+"""The web app's HTTP side: routes each request to the app state of its server, answers with the security
+headers every response carries, and turns every refusal into a JSON error (bugs into a bare 500)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from recolorize.app.jobs import ALLOWED_FORMATS
+from recolorize.app.validation import (
+    MAX_REFERENCES,
+    MULTIPART_OVERHEAD,
+    HTTPProblem,
+    is_loopback,
+    mb_pair,
+    parse_content_length,
+    parse_multipart,
+    parse_strength,
+    same_origin,
+    upload_images,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from recolorize.app.server import AppServer
+
+__all__ = ["AppHandler"]
+
+logger = logging.getLogger(__name__)
+
+_STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class AppHandler(BaseHTTPRequestHandler):
+    """Routes requests to the AppState of its server."""
+
+    server: AppServer
+    server_version = "recolorize-app"
+    sys_version = ""  # the Server header names the app only: no Python version for a scanner to match
+    protocol_version = "HTTP/1.1"
+    _body_read = True  # False while a POST's body is still unread (then the connection must close)
+
+    def setup(self) -> None:
+        """Give the socket the idle timeout before anything is read (StreamRequestHandler applies it)."""
+        self.timeout = self.server.state.config.idle_timeout_s
+        super().setup()
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    # --- responses ------------------------------------------------------------------------------------
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", _CSP)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _problem(self, problem: HTTPProblem) -> None:
+        self._json(problem.status, {"error": problem.message})
+
+    # --- dispatch -------------------------------------------------------------------------------------
+    def _guarded(self, method: Any) -> None:
+        try:
+            self._check_host()
+            method()
+        except HTTPProblem as problem:
+            if not self._body_read:  # the unread body would be parsed as the next request
+                self.close_connection = True
+            self._problem(problem)
+        except TimeoutError:  # the client went silent mid-request: answer if it still listens, then close
+            self.close_connection = True
+            try:
+                self._json(HTTPStatus.REQUEST_TIMEOUT, {"error": "the request timed out"})
+            except OSError:
+                pass
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:  # a bug: log it, answer 500 without the traceback
+            logger.exception("internal error on %s %s", self.command, self.path)
+            self.close_connection = True
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error; see the server's log"})
+
+    def _check_host(self) -> None:
+        """On a loopback address, refuse other Host names (DNS rebinding would let a web site read us)."""
+        if not self.server.loopback_only:
+            return
+        host = (self.headers.get("Host") or "").strip()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if not is_loopback(name):
+            raise HTTPProblem(HTTPStatus.FORBIDDEN, "this server only answers requests for localhost")
+
+    def do_GET(self) -> None:  # noqa: N802 (the base class's naming)
+        self._guarded(self._get)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._body_read = False
+        try:
+            self._guarded(self._post)
+        finally:
+            self._body_read = True
+
+    def _check_origin(self) -> None:
+        """Refuse a POST sent by a page of another origin: a web site the user visits must not drive us.
+
+        Browsers send ``Origin`` with every cross-origin POST (and with same-origin ones); it must name
+        the very server the request is addressed to. Clients that send no Origin (curl, scripts) are not
+        a browser acting for a web site and pass.
+        """
+        origin = self.headers.get("Origin")
+        if origin is not None and not same_origin(origin, self.headers.get("Host") or ""):
+            raise HTTPProblem(
+                HTTPStatus.FORBIDDEN, "requests from other web pages are refused; open the app's own page"
+            )
+
+    def _content_length(self) -> int:
+        """The body's length (:func:`parse_content_length`); refused before reading anything."""
+        values = self.headers.get_all("Content-Length") or []
+        return parse_content_length(values, self.headers.get("Transfer-Encoding"))
+
+    def _read_body(self, length: int) -> bytes:
+        """Exactly ``length`` bytes, within ``body_timeout_s`` in all: the idle timeout bounds each read
+        only, and a client dripping one byte at a time would otherwise hold its thread for hours."""
+        deadline = time.monotonic() + self.server.state.config.body_timeout_s
+        body = bytearray(length)
+        view = memoryview(body)
+        done = 0
+        while done < length:
+            if time.monotonic() > deadline:
+                raise HTTPProblem(HTTPStatus.REQUEST_TIMEOUT, "the upload took too long; try again")
+            n = self.rfile.readinto1(view[done : min(length, done + (1 << 20))])
+            if not n:
+                raise HTTPProblem(HTTPStatus.BAD_REQUEST, "the upload was cut off")
+            done += n
+        view.release()
+        self._body_read = True
+        return bytes(body)
+
+    def _get(self) -> None:
+        url = urlsplit(self.path)
+        state = self.server.state
+        if url.path in _STATIC:
+            name, mime = _STATIC[url.path]
+            self._send(HTTPStatus.OK, self.server.static(name), mime)
+            return
+        if url.path == "/api/config":
+            cfg = state.config
+            self._json(
+                HTTPStatus.OK,
+                {
+                    "max_upload_bytes": cfg.max_upload_bytes,
+                    "max_pixels": cfg.max_pixels,
+                    "preview_size": cfg.preview_size,
+                    "formats": list(ALLOWED_FORMATS),
+                    "model": state.recolorizer.describe(),
+                },
+            )
+            return
+        parts = url.path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "api" and parts[1] in ("source", "render", "download"):
+            session = state.get(parts[2].removesuffix(".png"))
+            if parts[1] == "source":
+                self._send(HTTPStatus.OK, session.source_png, "image/png")
+                return
+            strength = parse_strength(url.query)
+            start = time.perf_counter()
+            if parts[1] == "render":
+                png = state.render_preview(session, strength)
+                seconds = f"{time.perf_counter() - start:.3f}"
+                self._send(HTTPStatus.OK, png, "image/png", {"X-Render-Seconds": seconds})
+                return
+            data, filename, mime = state.render_full(session, strength)
+            ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+            disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+            self._send(HTTPStatus.OK, data, mime, {"Content-Disposition": disposition})
+            logger.info("rendered %s at full size (strength %.2f)", filename, strength)
+            return
+        raise HTTPProblem(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
+
+    def _post(self) -> None:
+        url = urlsplit(self.path)
+        if url.path != "/api/prepare":
+            raise HTTPProblem(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
+        self._check_origin()
+        state = self.server.state
+        limit = state.config.max_upload_bytes
+        length = self._content_length()
+        if length > (1 + MAX_REFERENCES) * limit + MULTIPART_OVERHEAD:
+            self._discard(length)
+            upload, each = mb_pair(length, limit)
+            raise HTTPProblem(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the upload is {upload}; each image may be at most {each}",
+            )
+        body = self._read_body(length)
+        fields = parse_multipart(body, self.headers.get("Content-Type", ""))
+        del body
+        source, references = upload_images(fields, limit)
+        key, session = state.prepare(source, references)
+        src = session.prepared.source
+        small = session.preview.source
+        self._json(
+            HTTPStatus.OK,
+            {
+                "id": key,
+                "source_name": session.source_name,
+                "width": src.width,
+                "height": src.height,
+                "preview_width": small.width,
+                "preview_height": small.height,
+                "seconds": round(sum(session.prepared.timings.values()), 3),
+            },
+        )
+
+    def _discard(self, length: int) -> None:
+        """Read and drop an oversized body (so the browser sees our answer), up to 1 GB; then close."""
+        self.close_connection = True
+        remaining = min(length, 1_000_000_000)
+        self.connection.settimeout(10)
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except OSError:
+            pass

@@ -1,0 +1,166 @@
+"""Request checks of the web app, before any model work: the Host and Origin rules, the upload's length
+and fields, the strength of a render; every refusal is an :class:`HTTPProblem` (status and one message)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = [
+    "HTTPProblem",
+    "MAX_REFERENCES",
+    "MULTIPART_OVERHEAD",
+    "ID_RE",
+    "mb_pair",
+    "same_origin",
+    "is_loopback",
+    "parse_content_length",
+    "parse_multipart",
+    "parse_strength",
+    "upload_images",
+]
+
+#: Most reference photos one upload may carry (each up to the per-image limit).
+MAX_REFERENCES = 4
+#: Bytes of a multipart body that are not image bytes (boundaries, headers), allowed beyond the images.
+MULTIPART_OVERHEAD = 64 * 1024
+#: An upload id as ``AppState.put`` makes them.
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_LENGTH_RE = re.compile(r"^[0-9]{1,15}$")
+
+
+class HTTPProblem(Exception):
+    """An error answered as JSON ``{"error": message}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def mb_pair(size: int, limit: int) -> tuple[str, str]:
+    """``size`` and ``limit`` in MB with just enough decimals that they read differently.
+
+    "0.1 MB; the limit is 0.1 MB" tells the user nothing, so a decimal is added until they differ.
+    """
+    for digits in range(1, 7):
+        a, b = f"{size / 1_000_000:.{digits}f}", f"{limit / 1_000_000:.{digits}f}"
+        if a != b:
+            b = b.rstrip("0")  # the limit is usually round: 1.0 MB, not 1.00000 MB
+            return f"{a} MB", f"{b}0 MB" if b.endswith(".") else f"{b} MB"
+    return f"{size:,} bytes", f"{limit:,} bytes"
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether an ``Origin`` header names the server a request was addressed to (``Host``), over http."""
+    try:
+        theirs = urlsplit(origin.strip())
+        ours = urlsplit("http://" + host.strip())
+        return (
+            theirs.scheme.lower() == "http"
+            and bool(theirs.hostname)
+            and theirs.hostname == ours.hostname
+            and (theirs.port or 80) == (ours.port or 80)
+            and theirs.path in ("", "/")
+        )
+    except ValueError:  # a port that is not a number, a malformed IPv6 literal
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_content_length(values: list[str], transfer_encoding: str | None) -> int:
+    """The body's length from a single, plain decimal Content-Length; refused before reading anything.
+
+    ``int()`` alone would accept "-1" (then ``read(-1)`` reads until the client stops), "+5" or
+    "1_000"; chunked bodies are not supported (browsers always send a length for a form).
+    """
+    if transfer_encoding is not None:
+        raise HTTPProblem(HTTPStatus.BAD_REQUEST, "chunked uploads are not supported; send a Content-Length")
+    if not values:
+        raise HTTPProblem(HTTPStatus.LENGTH_REQUIRED, "the upload has no Content-Length")
+    text = values[0].strip()
+    if any(v.strip() != text for v in values) or not _LENGTH_RE.match(text):
+        raise HTTPProblem(
+            HTTPStatus.BAD_REQUEST, f"the upload's Content-Length {values[0][:40]!r} is not a byte count"
+        )
+    return int(text)
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, bytes]]:
+    """Fields of a ``multipart/form-data`` body: name -> (filename, bytes). Exact bytes, no copies to disk.
+    A name sent again is kept as ``name#2``, ``name#3`` ... (several reference files)."""
+    match = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', content_type)
+    if not content_type.lower().startswith("multipart/form-data") or not match:
+        raise HTTPProblem(HTTPStatus.BAD_REQUEST, "expected a multipart/form-data upload")
+    boundary = (match.group(1) or match.group(2)).encode("latin-1")
+    fields: dict[str, tuple[str, bytes]] = {}
+    for part in body.split(b"--" + boundary)[1:]:
+        if part.startswith(b"--"):
+            break
+        if part.startswith(b"\r\n"):
+            part = part[2:]
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        disposition = ""
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "content-disposition":
+                disposition = value
+        name = re.search(r'\bname="([^"]*)"', disposition)
+        filename = re.search(r'\bfilename="([^"]*)"', disposition)
+        if name:
+            key, count = name.group(1), 1
+            while key in fields:  # a repeated name (several references): reference, reference#2, ...
+                count += 1
+                key = f"{name.group(1)}#{count}"
+            fields[key] = (filename.group(1) if filename else "", content)
+    return fields
+
+
+def upload_images(
+    fields: dict[str, tuple[str, bytes]], limit: int
+) -> tuple[tuple[str, bytes], list[tuple[str, bytes]]]:
+    """The source and the 1-:data:`MAX_REFERENCES` references of a prepare upload, each present and
+    within ``limit`` bytes: ((filename, bytes), [(filename, bytes), ...])."""
+    extra = sorted(k for k in fields if k.startswith("reference#"))
+    if len(extra) + 1 > MAX_REFERENCES:
+        raise HTTPProblem(
+            HTTPStatus.BAD_REQUEST, f"{len(extra) + 1} references; at most {MAX_REFERENCES} at once"
+        )
+    for role in ("source", "reference", *extra):
+        if role not in fields or not fields[role][1]:
+            raise HTTPProblem(HTTPStatus.BAD_REQUEST, f"choose a {role.split('#')[0]} image first")
+        filename, data = fields[role]
+        role = role.split("#")[0]
+        if len(data) > limit:
+            label = f"the {role} image" + (f" ({filename})" if filename else "")
+            size, most = mb_pair(len(data), limit)
+            raise HTTPProblem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{label} is {size}; the limit is {most}")
+    references = [fields["reference"]] + [fields[k] for k in sorted(extra, key=lambda k: int(k[10:]))]
+    return fields["source"], references
+
+
+def parse_strength(query: str) -> float:
+    """The ``strength`` of a render or download query (default 1), which must lie in [0, 1]."""
+    values = parse_qs(query).get("strength", ["1"])
+    try:
+        strength = float(values[0])
+    except ValueError:
+        strength = float("nan")
+    if not 0.0 <= strength <= 1.0:
+        raise HTTPProblem(HTTPStatus.BAD_REQUEST, f"strength must be between 0 and 1, got {values[0]!r}")
+    return strength

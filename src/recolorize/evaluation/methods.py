@@ -1,0 +1,111 @@
+"""The colour-transfer methods an evaluation compares: the classical baselines of
+:mod:`recolorize.evaluation.baselines` and ``ours`` (the trained model through
+:class:`recolorize.inference.pipeline.Recolorizer`); ``ours=PATH`` adds more weights (e.g. the ablations
+of Table 2), named by their file stem."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from recolorize.errors import UserError
+from recolorize.evaluation.baselines import BASELINES
+
+__all__ = ["Method", "MethodOptions", "METHOD_FACTORIES", "known_methods", "parse_methods"]
+
+MethodFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named colour-transfer method: ``fn(source, reference) -> output``, (H, W, 3) float in [0, 1]."""
+
+    name: str
+    fn: MethodFn
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """What model-based methods need: weights (None = the shipped model), device, strength alpha and the
+    full-resolution path ("affine" or "direct"; None = the model's default)."""
+
+    weights: Path | None = None
+    device: str = "cpu"
+    strength: float = 1.0
+    full_resolution: str | None = None
+
+
+def _baseline(name: str, options: MethodOptions) -> Method:
+    return Method(name, BASELINES[name], f"classical baseline {name}")
+
+
+def _ours(name: str, options: MethodOptions) -> Method:
+    """The trained model: I_P = Recolorizer(weights).transfer(I_S, I_R) at the source's resolution."""
+    from recolorize.inference.pipeline import Recolorizer  # lazy: loading torch networks is slow
+
+    try:
+        recolorizer = Recolorizer.from_pretrained(
+            options.weights, device=options.device, full_resolution=options.full_resolution
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    strength = options.strength
+
+    def run(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        prepared = recolorizer.prepare(source, reference)
+        return np.asarray(recolorizer.render_array(prepared, strength), dtype=np.float32)
+
+    warm = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    run(warm, warm)  # the first call pays one-off set-up costs; keep them out of the timed pairs
+    where = options.weights if options.weights is not None else "the shipped weights"
+    return Method(name, run, f"{recolorizer.model.config.name} model from {where}")
+
+
+#: Method name -> factory(name, options). "ours=PATH" entries use the "ours" factory with other weights.
+METHOD_FACTORIES: Mapping[str, Callable[[str, MethodOptions], Method]] = MappingProxyType(
+    {"ours": _ours, **{name: _baseline for name in BASELINES}}
+)
+
+
+def known_methods() -> list[str]:
+    """Every method name ``--methods`` accepts (plus ``ours=PATH``)."""
+    return list(METHOD_FACTORIES)
+
+
+def parse_methods(spec: str | Sequence[str], options: MethodOptions | None = None) -> list[Method]:
+    """Build the methods named in ``spec`` ("ours,reinhard,ours=ablation/w1_only.safetensors").
+
+    ``ours`` uses ``options.weights``; ``ours=PATH`` uses PATH and is named by its file stem. Unknown
+    names, duplicate names and missing weight files are :class:`UserError`.
+    """
+    options = options if options is not None else MethodOptions()
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    items = [s for s in items if s]
+    if not items:
+        raise UserError(f"no method given; choose from {', '.join(known_methods())} (or ours=PATH)")
+    plan: list[tuple[str, str, MethodOptions]] = []  # (factory key, name, options): check all, then build
+    for item in items:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in METHOD_FACTORIES or (value and key != "ours"):
+            raise UserError(
+                f"unknown method {item!r}; choose from {', '.join(known_methods())} (or ours=PATH)"
+            )
+        if value:
+            weights = Path(value.strip())
+            if not weights.is_file():
+                raise UserError(f"method {item!r}: weights file {weights} does not exist")
+            plan.append((key, weights.stem, dataclasses.replace(options, weights=weights)))
+        else:
+            plan.append((key, key, options))
+    names = [name for _, name, _ in plan]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise UserError(f"method {duplicates[0]!r} is listed twice in --methods")
+    return [METHOD_FACTORIES[key](name, method_options) for key, name, method_options in plan]
