@@ -28,7 +28,7 @@ DOCS = ROOT / "docs" / "architecture.md"
 #: The layers, from the bottom: (name, units). A unit may import its own modules, any unit of a lower
 #: layer and the other units of its layer (unless :data:`APART`), never a unit of a higher layer.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("foundation", frozenset({"errors", "io_utils", "image_formats", "colour", "config"})),
+    ("foundation", frozenset({"errors", "io_utils", "image_formats", "colour", "config", "config_json"})),
     ("imaging", frozenset({"imaging"})),
     ("pretrained weights", frozenset({"pretrained", "weights"})),
     ("networks", frozenset({"networks"})),
@@ -51,7 +51,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 #: Modules still over the limits while they are being split (issue 13); each must still be over them, so
 #: that an entry is removed as soon as its split lands.
-NOT_YET_SPLIT: frozenset[str] = frozenset({"recolorize/config.py", "recolorize/networks/model.py"})
+NOT_YET_SPLIT: frozenset[str] = frozenset()
 
 Edge = tuple[str, str, str]  # (importing module, imported module, "path:line")
 

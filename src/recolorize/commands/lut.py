@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     from recolorize.inference.lut import transfer_lut, write_cube
     from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
-    from recolorize.networks.model import check_weights
+    from recolorize.networks.weights_file import check_weights
 
     check_device(args.device)
     weights = args.weights if args.weights is not None else default_weights_path()

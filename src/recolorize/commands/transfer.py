@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     from recolorize.commands.transfer_run import run_jobs
     from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
-    from recolorize.networks.model import check_weights
+    from recolorize.networks.weights_file import check_weights
 
     check_device(args.device)
     weights = args.weights if args.weights is not None else default_weights_path()

@@ -2,21 +2,13 @@
 
 Weights are saved as safetensors (trainable networks only; the frozen backbone comes from its installed
 package) with the config JSON beside them and inside the file's metadata, so a model is always rebuilt
-from its own config.
-
-Loading treats the weight file as untrusted: it is never unpickled (safetensors only), its header is
-parsed and checked against the file size here before safetensors reads it, the config is read strictly
-(``model_config_from_json``), and every tensor name, shape and kind is compared with the model the
-config describes (built on the ``meta`` device, so no memory is allocated) before any weight is read.
-Every way a weight file can be bad is one ``WeightsError`` (a ``ValueError``) in one sentence.
+from its own config. Loading treats the file as untrusted: ``weights_file.check_weights`` checks it whole
+before any weight is read.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import stat
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from recolorize.config import CONFIG_METADATA_KEY, NUM_STYLES, ModelConfig, model_config_from_text
+from recolorize.config import NUM_STYLES, ModelConfig
+from recolorize.config_json import CONFIG_METADATA_KEY
 from recolorize.errors import WeightsError, one_line
 from recolorize.io_utils import atomic_write
 from recolorize.networks.colour_prior import correspondence_affine, mkl_affine
@@ -32,14 +25,9 @@ from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
 from recolorize.networks.predictor import PredictorInputs, WPredictor, cosine_attention, fine_descriptors
+from recolorize.networks.weights_file import check_weights, config_path_for
 
-__all__ = [
-    "RecolorModel",
-    "check_weights",
-    "config_path_for",
-    "is_backbone_key",
-    "read_safetensors_header",
-]
+__all__ = ["RecolorModel", "is_backbone_key"]
 
 #: Generator layers (1-based, inclusive) filled by W1, W2, W3 (section 3.4.3, after pSp [18]).
 LAYERS_PER_LEVEL = {"W1": range(1, 10), "W2": range(10, 13), "W3": range(13, 21)}
@@ -50,181 +38,6 @@ def is_backbone_key(name: str) -> bool:
     (they come from the backbone's own package), so they are left out when saving and not missed when
     loading."""
     return name.startswith("semantic.")
-
-
-def config_path_for(weights_path: str | Path) -> Path:
-    """The config JSON that sits beside a weight file: ``model.safetensors`` -> ``model.json``."""
-    return Path(weights_path).with_suffix(".json")
-
-
-#: safetensors' own cap on the JSON header; a real one is tens of KB.
-_MAX_HEADER_BYTES = 100_000_000
-#: A config JSON beside the weights is a few hundred bytes.
-_MAX_CONFIG_BYTES = 1_000_000
-_DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
-_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-
-
-def _regular_file(path: Path, what: str) -> int:
-    """Size of ``path``; ``WeightsError`` when it is missing or not a regular file (a FIFO would hang)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise WeightsError(f"{what} not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise WeightsError(
-            f"cannot read {what} {path}: {one_line(getattr(exc, 'strerror', None) or exc)}"
-        ) from None
-    if not stat.S_ISREG(info.st_mode):
-        raise WeightsError(f"{what} {path} is not a regular file")
-    return info.st_size
-
-
-_PICKLE_MESSAGE = (
-    "{path} is a pickle / torch.save file, not safetensors; pickles can run code, so only .safetensors "
-    "weights are loaded"
-)
-
-
-def _looks_pickled(head: bytes) -> bool:
-    """A pickle (protocol 2-5 opcode) or a ``torch.save`` zip; only asked once the file is not safetensors
-    (a safetensors file starts with its header length, whose first byte can be anything)."""
-    return (head[:1] == b"\x80" and 2 <= head[1] <= 5) or head.startswith(b"PK\x03\x04")
-
-
-def read_safetensors_header(
-    path: str | Path,
-) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
-    """The tensors ({name: (dtype, shape)}) and metadata of a safetensors file, checked against its size.
-
-    Reads only the header, never the data, and never unpickles: a pickle or ``torch.save`` file renamed
-    ``.safetensors``, a truncated file or a header that claims more bytes than the file has is a
-    ``WeightsError`` before safetensors' own reader sees it.
-    """
-    path = Path(path)
-    size = _regular_file(path, "model weights")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                raise WeightsError(f"{path} is {size} bytes, too short to be a safetensors file")
-            (length,) = struct.unpack("<Q", head)
-            if length > min(_MAX_HEADER_BYTES, size - 8) and _looks_pickled(head):
-                raise WeightsError(_PICKLE_MESSAGE.format(path=path))
-            if length > min(_MAX_HEADER_BYTES, size - 8):
-                raise WeightsError(
-                    f"{path} is not a complete safetensors file (its header claims {length:,} bytes, "
-                    f"the file has {size:,}): truncated, or another kind of file"
-                )
-            raw = handle.read(length)
-    except OSError as exc:
-        raise WeightsError(f"cannot read model weights {path}: {one_line(exc.strerror or exc)}") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        if _looks_pickled(head):
-            raise WeightsError(_PICKLE_MESSAGE.format(path=path)) from None
-        raise WeightsError(f"{path} is not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise WeightsError(f"{path} is not a safetensors file (its header is not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise WeightsError(f"{path} has malformed safetensors metadata")
-    available = size - 8 - length
-    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
-    for name, entry in header.items():
-        shown = repr(name[:60])
-        try:
-            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            ints = [*shape, start, end]
-            if dtype not in _DTYPE_BYTES or not all(type(v) is int and v >= 0 for v in ints):
-                raise TypeError
-        except (TypeError, KeyError, ValueError):
-            raise WeightsError(f"{path} has a malformed safetensors entry for tensor {shown}") from None
-        if end > available:
-            raise WeightsError(f"{path} is truncated: tensor {shown} ends past the end of the file")
-        if end - start != math.prod(shape) * _DTYPE_BYTES[dtype]:
-            raise WeightsError(
-                f"{path}: tensor {shown} has {end - start} bytes for shape {tuple(shape)} {dtype}"
-            )
-        tensors[name] = (dtype, tuple(shape))
-    return tensors, metadata
-
-
-def _read_config(path: Path, metadata: dict[str, str]) -> ModelConfig:
-    """The config JSON beside ``path``, else the one in the file's metadata, read strictly."""
-    config_file = config_path_for(path)
-    if config_file.exists() or config_file.is_symlink():
-        where = str(config_file)
-        if _regular_file(config_file, "model config") > _MAX_CONFIG_BYTES:
-            raise WeightsError(f"model config {config_file} is too large to be a config")
-        try:
-            text = config_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise WeightsError(f"cannot read model config {config_file}: {one_line(exc)}") from None
-    elif CONFIG_METADATA_KEY in metadata:
-        where, text = f"the metadata of {path}", metadata[CONFIG_METADATA_KEY]
-    else:
-        raise WeightsError(f"{path} has no config (no {config_file.name} beside it, none inside)")
-    try:
-        return model_config_from_text(text, where)
-    except ValueError as exc:  # one line that names where the config came from
-        raise WeightsError(str(exc)) from None
-
-
-def check_weights(path: str | Path) -> ModelConfig:
-    """Check a weight file without loading it: header, config, and every tensor's name, shape and kind.
-
-    Cheap (no weight is read), so the CLI calls it before decoding any photo; ``WeightsError`` says what
-    does not fit. The skeleton is built on the ``meta`` device, which allocates nothing whatever the config
-    asks for, except for a config equal to one of ours (the shipped one): those are small by construction
-    and build on the CPU in ~10 ms, while torch's meta path imports sympy (~0.3 s of every CLI run).
-    """
-    path = Path(path)
-    tensors, metadata = read_safetensors_header(path)
-    config = _read_config(path, metadata)
-    from recolorize.config import CONFIGS
-
-    known = CONFIGS.get(config.name) == config
-    try:  # fork_rng: checking a file must not move the global random stream (training seeds after it)
-        with torch.random.fork_rng(devices=[]), torch.device("cpu" if known else "meta"):
-            skeleton = RecolorModel(config, semantic=nn.Identity())
-    except Exception as exc:  # noqa: BLE001 - a config that passed the checks but builds no model
-        raise WeightsError(
-            f"{path}: config {config.name!r} does not build a model ({one_line(exc)})"
-        ) from None
-    expected = skeleton.trainable_state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing tensor(s) ({', '.join(missing[:3])})"] if missing else []
-        parts += (
-            [f"{len(unexpected)} unexpected ({', '.join(u[:60] for u in unexpected[:3])})"]
-            if unexpected
-            else []
-        )
-        raise WeightsError(f"{path} does not fit config {config.name!r}: {'; '.join(parts)}")
-    for name, want in expected.items():
-        dtype, shape = tensors[name]
-        if shape != tuple(want.shape):
-            raise WeightsError(
-                f"{path} does not fit config {config.name!r}: {name} has shape {shape}, the model needs "
-                f"{tuple(want.shape)}"
-            )
-        if (dtype in _FLOAT_DTYPES) != want.is_floating_point():
-            raise WeightsError(f"{path}: tensor {name} is {dtype}, the model needs {want.dtype}")
-    return config
 
 
 class RecolorModel(nn.Module):

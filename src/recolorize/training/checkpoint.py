@@ -39,13 +39,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from recolorize.config import (
-    CONFIG_METADATA_KEY,
-    STAGE_NAMES,
-    ModelConfig,
-    TrainConfig,
-    model_config_from_metadata,
-)
+from recolorize.config import STAGE_NAMES, ModelConfig, TrainConfig
+from recolorize.config_json import CONFIG_METADATA_KEY, model_config_from_metadata
 from recolorize.errors import UserError
 from recolorize.io_utils import atomic_write
 from recolorize.training.resume_state import flatten_optimizer_state, unflatten_optimizer_state

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from recolorize.config import save_json
+from recolorize.config_json import save_json
 from recolorize.errors import UserError
 from recolorize.io_utils import atomic_write
 from recolorize.training.checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
