@@ -19,7 +19,8 @@ from PIL import Image
 from recolorize.config import get_config
 from recolorize.networks.colour_prior import (
     apply_colour_affine,
-    correspondence_affine,
+    colour_terms,
+    correspondence_map,
     mkl_affine,
     mutual_matches,
 )
@@ -67,8 +68,8 @@ def map_error(affine: torch.Tensor, image: torch.Tensor) -> float:
 def test_aligned_fit_recovers_the_global_grade_despite_a_local_edit() -> None:
     source = photo()
     target = graded(source)
-    robust = correspondence_affine(source, target)
-    plain = correspondence_affine(source, target, iterations=0)  # one weighted least-squares solve
+    robust = correspondence_map(source, target)
+    plain = correspondence_map(source, target, iterations=0)  # one weighted least-squares solve
     mkl = mkl_affine(source, target)
     errors = {name: map_error(m, source) for name, m in (("robust", robust), ("plain", plain), ("mkl", mkl))}
     print(errors)
@@ -76,6 +77,30 @@ def test_aligned_fit_recovers_the_global_grade_despite_a_local_edit() -> None:
     assert errors["robust"] < 2.5  # levels: the grade, not the edit
     assert errors["robust"] < 0.5 * errors["plain"]  # the reweighting is what discounts the edited quarter
     assert errors["robust"] < 0.3 * errors["mkl"]
+
+
+def test_quadratic_fit_follows_a_tone_curve_the_affine_cannot() -> None:
+    """A grade with a tone curve (a power of each channel after a gain): the degree-2 map recovers it
+    closely, and applying it (the torch path) equals evaluating its terms by hand."""
+    source = photo()
+    target = (source * 1.1 - 0.05).clamp(0.0, 1.0) ** 1.5
+    quadratic = correspondence_map(source, target, degree=2)
+    affine = correspondence_map(source, target)
+    assert quadratic.shape == (1, 3, 10) and affine.shape == (1, 3, 4)
+    errors = [
+        float((apply_colour_affine(m, source) - target).abs().mean()) * 255 for m in (quadratic, affine)
+    ]
+    print(f"MAE (levels): quadratic {errors[0]:.2f}, affine {errors[1]:.2f}")
+    assert errors[0] < 0.7 * errors[1]
+    pixels = source[0].flatten(1).T  # (N, 3)
+    terms = torch.cat([colour_terms(pixels, 2), torch.ones(len(pixels), 1)], dim=1)  # (N, 10)
+    by_hand = (terms @ quadratic[0].T).T.reshape(source.shape[1:])
+    torch.testing.assert_close(apply_colour_affine(quadratic, source)[0], by_hand, atol=1e-5, rtol=0)
+    # strength 0 of either map is the identity, strength 1 the map itself
+    from recolorize.networks.colour_prior import lerp_affine
+
+    torch.testing.assert_close(apply_colour_affine(lerp_affine(quadratic, 0.0), source), source)
+    torch.testing.assert_close(lerp_affine(quadratic, 1.0), quadratic)
 
 
 def test_mutual_matches_keep_only_cycle_consistent_pairs() -> None:
@@ -91,7 +116,7 @@ def test_mutual_matches_keep_only_cycle_consistent_pairs() -> None:
 def test_unmatched_pair_stays_near_the_identity() -> None:
     source = photo(64)
     attention = -torch.ones(1, 64, 64)  # no similarity is positive: every weight is 0
-    affine = correspondence_affine(source, source.flip(1), attention, (8, 8), (8, 8))
+    affine = correspondence_map(source, source.flip(1), attention, (8, 8), (8, 8))
     assert torch.isfinite(affine).all()
     np.testing.assert_allclose(affine[0].numpy(), np.eye(3, 4), atol=1e-3)
 

@@ -19,7 +19,7 @@ from PIL import Image
 from recolorize.config import NUM_STYLES, get_config
 from recolorize.imaging import LoadedImage, encode_image, load_image, takes_8bit_srgb
 from recolorize.inference import direct, fullres, pipeline
-from recolorize.networks.colour_prior import mkl_affine
+from recolorize.networks.colour_prior import correspondence_map, mkl_affine
 from recolorize.networks.pointwise import LOCAL_HINT_CHANNELS, Conditioning, PointwiseGenerator, lab_features
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -76,6 +76,7 @@ CASES = {
         False,
     ),
     "1d code": ("pointwise", {}, (90, 70), True, True),
+    "quadratic prior": ("pointwise", {"prior": "correspondence-quadratic"}, (110, 72), False, True),
     "no conditioning": ("pointwise", {}, (64, 200), False, None),
 }
 
@@ -94,7 +95,11 @@ def test_fast_rendering_equals_the_generator(case: str) -> None:
         cell_hint = torch.rand(
             1, channels, resolution // 8, resolution // 8, generator=torch.Generator().manual_seed(3)
         )
-        conditioning = Conditioning(prior=mkl_affine(low, reference), hint=cell_hint if hint else None)
+        prior = mkl_affine(low, reference)
+        if changes.get("prior") == "correspondence-quadratic":  # an aligned degree-2 fit: Q is not 0
+            prior = correspondence_map(low, (low * 1.1 - 0.05).clamp(0, 1) ** 1.4, degree=2)
+            assert prior.shape == (1, 3, 10) and prior[:, :, 3:-1].abs().max() > 0.05
+        conditioning = Conditioning(prior=prior, hint=cell_hint if hint else None)
     maps = latents(generator, resolution, seed=1, code=code)
     guide_low = lab_features(low)
     with torch.no_grad():

@@ -12,6 +12,7 @@ Every ablation of the paper's Table 2 is a field of :class:`Ablations`. Reading 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ NUM_STYLES = 20
 
 SemanticBackbone = Literal["vgg16", "efficientnet_lite0"]
 GeneratorKind = Literal["conv", "pointwise"]
-ColourPrior = Literal["none", "mkl", "correspondence"]
+ColourPrior = Literal["none", "mkl", "correspondence", "correspondence-quadratic"]
 LatentLevels = Literal["all", "w1_only", "w3_only"]
 
 
@@ -75,10 +76,11 @@ class ModelConfig:
     pointwise_width, pointwise_layers: hidden width and number of demodulated 1x1 layers of f.
     colour_correspondence: P_W also warps the reference's cell colours (hard at 1/16, soft with a learned
         temperature at 1/8) and hands the 1/8 one to the generator per pixel as a colour hint.
-    prior: classical transfer the residual is added to, a global 3x4 affine also fed to f as an input:
-        "correspondence" (fitted by robust regression to the colours of mutually best-matching cells of the
-        1/8 correspondence: the reference's grade where both photos show the same thing), "mkl" (Pitie's
-        linear map of the two colour distributions) or "none" (base = the source). Pointwise only.
+    prior: classical transfer the residual is added to, a global colour map also fed to f as an input:
+        "correspondence" / "correspondence-quadratic" (an affine / quadratic map fitted by robust regression
+        to the colours of mutually best-matching cells of the 1/8 correspondence: the reference's grade
+        where both photos show the same thing), "mkl" (Pitie's linear map of the two colour distributions)
+        or "none" (base = the source). Pointwise generator only.
     colour_statistics: P_W adds a code of both images' colour statistics (Lab mean, spread and quantiles,
         RGB quantiles) to w before the ASPP heads: an alignment-free global descriptor (E_w was trained on
         aligned pairs, the stage-3 pairs are not aligned).
@@ -113,9 +115,10 @@ class ModelConfig:
             raise ValueError("generator_channels needs 7 entries (1/64 ... 1/1 of the resolution)")
         if self.generator not in ("conv", "pointwise"):
             raise ValueError(f"generator must be 'conv' or 'pointwise', got {self.generator!r}")
-        if self.prior not in ("none", "mkl", "correspondence"):
-            raise ValueError(f"prior must be 'none', 'mkl' or 'correspondence', got {self.prior!r}")
-        if self.prior == "correspondence" and not self.colour_correspondence:
+        if self.prior not in typing.get_args(ColourPrior):
+            known = ", ".join(typing.get_args(ColourPrior))
+            raise ValueError(f"prior must be one of {known}, got {self.prior!r}")
+        if self.prior.startswith("correspondence") and not self.colour_correspondence:
             raise ValueError("the correspondence prior needs the colour correspondence (its 1/8 features)")
         if self.generator == "conv" and (self.prior != "none" or self.colour_correspondence):
             raise ValueError("a colour prior and the colour correspondence need the pointwise generator")

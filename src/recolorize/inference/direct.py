@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from recolorize.inference.parallel import for_each
+from recolorize.networks.colour_prior import colour_terms
 from recolorize.networks.pointwise import (
     HINT_CHANNELS,
     Conditioning,
@@ -246,7 +247,9 @@ def _tile_colours(
     pixels = rgb.shape[0]
     if prior is not None:
         matrix = prior[0].to(rgb.dtype)
-        base = torch.addmm(matrix[:, 3], rgb, matrix[:, :3].t())
+        base = torch.addmm(matrix[:, -1], rgb, matrix[:, :3].t())
+        if matrix.shape[1] > 4:  # a degree-2 map: its quadratic terms too (colour_prior.colour_terms)
+            base = base.addmm_(colour_terms(rgb, 2)[:, 3:], matrix[:, 3:-1].t())
     else:
         base = rgb
     inputs = [rgb * 2.0 - 1.0, flat_guide]

@@ -1,21 +1,21 @@
 """Classical colour priors as torch maps: the base the pointwise generator's residual is added to.
 
-Two global 3x4 affine maps (design.md: "with a classical prior the model starts at classical quality and
-learns local corrections"), fitted once at the working resolution and applied exactly at any resolution:
+Global colour maps (design.md: "with a classical prior the model starts at classical quality and learns
+local corrections"), fitted once at the working resolution and applied exactly at any resolution:
 
-- ``correspondence_affine`` (the default model's): a robust least-squares fit of reference colour against
+- ``correspondence_map`` (the default model's): a robust least-squares fit of reference colour against
   source colour over the cells that P_W's 1/8 correspondence matches both ways. Where the two photos show
   the same thing, their colour difference *is* the grade; regions the reference does not show, or changed
-  locally, are outliers the reweighting discounts. On 60 held-out benchmark pairs at 128 px: MAE 5.72
-  against MKL's 8.76 (docs/model-card.md).
-- ``mkl_affine``: Pitie & Kokaram's map between the two colour distributions (no correspondence).
+  locally, are outliers the reweighting discounts. Affine (degree 1) or with the six quadratic RGB terms
+  (degree 2, which also follows a tone curve). On 60 held-out benchmark pairs at 128 px, MAE: affine 5.72,
+  quadratic 5.35, MKL 8.76 (docs/model-card.md).
+- ``mkl_affine``: Pitie & Kokaram's linear Monge-Kantorovich map sends the source's RGB mean and covariance
+  to the reference's with the least colour displacement (no correspondence). The numbers equal
+  ``evaluation.baselines.mkl_map``.
 
-MKL: Pitie & Kokaram's linear Monge-Kantorovich map sends the source's RGB mean and covariance to the
-reference's with the least colour displacement. It is a global 3x4 affine map, so it is fitted once at the
-working resolution and applied exactly at any resolution (design.md: "with a classical prior the model starts
-at classical quality and learns local corrections"). The numbers equal ``evaluation.baselines.mkl_map``.
-
-An affine map is stored as ``(B, 3, 4)``: ``out = M @ rgb + t`` with ``[M | t]`` (column-vector convention).
+A map is stored as coefficients ``(B, 3, K)`` over the colour terms of :func:`colour_terms`, the constant
+last: K = 4 is the affine ``out = M @ rgb + t`` as ``[M | t]`` (column-vector convention), K = 10 adds the
+quadratic terms as ``[M | Q | t]``. The identity is ``[I | 0]`` for either.
 """
 
 from __future__ import annotations
@@ -26,17 +26,32 @@ import torch.nn.functional as F
 __all__ = [
     "identity_affine",
     "mkl_affine",
-    "correspondence_affine",
+    "correspondence_map",
+    "colour_terms",
     "mutual_matches",
     "apply_colour_affine",
     "lerp_affine",
 ]
 
+#: Colour terms (the constant included) of a map of each degree: [r g b 1], [r g b r2 g2 b2 rg rb gb 1].
+TERMS = {1: 4, 2: 10}
 
-def identity_affine(batch: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32):
-    """[I | 0] for every item: the prior of a self-reconstruction (MKL of an image onto itself)."""
-    eye = torch.eye(3, 4, device=device, dtype=dtype)
-    return eye.expand(batch, 3, 4).clone()
+
+def colour_terms(rgb: torch.Tensor, degree: int, dim: int = -1) -> torch.Tensor:
+    """The terms a colour map of ``degree`` is linear in, along ``dim`` (where ``rgb`` has its 3 channels),
+    without the constant: r, g, b (degree 1), then r^2, g^2, b^2, rg, rb, gb (degree 2)."""
+    if degree == 1:
+        return rgb
+    r, g, b = rgb.unbind(dim)
+    return torch.stack([r, g, b, r * r, g * g, b * b, r * g, r * b, g * b], dim)
+
+
+def identity_affine(
+    batch: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32, terms: int = 4
+) -> torch.Tensor:
+    """[I | 0] for every item (``terms`` coefficients per channel): the prior of a self-reconstruction."""
+    eye = torch.eye(3, terms, device=device, dtype=dtype)
+    return eye.expand(batch, 3, terms).clone()
 
 
 def _sqrtm_psd(matrix: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,26 +95,29 @@ def mutual_matches(attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
-def correspondence_affine(
+def correspondence_map(
     source: torch.Tensor,
     reference: torch.Tensor,
     attention: torch.Tensor | None = None,
     source_grid: tuple[int, int] = (16, 16),
     reference_grid: tuple[int, int] | None = None,
+    degree: int = 1,
     scale: float = 0.1,
     ridge: float = 1e-4,
+    quadratic_ridge: float = 1e-3,
     iterations: int = 10,
 ) -> torch.Tensor:
-    """The global affine map (B, 3, 4) that best sends source colours to the reference's along matches.
+    """The global colour map (B, 3, TERMS[degree]) that best sends source colours to the reference's along
+    matches.
 
     source (B, 3, H, W), reference (B, 3, h, w) in [0, 1]; both are averaged over cells (``source_grid``,
     ``reference_grid``). attention: similarities (B, N_S, N_R) between those cells (P_W's 1/8 descriptors);
     None means the two images are aligned (cell i matches cell i, as in a stage-1 pair). Cells are paired by
-    :func:`mutual_matches`; [M | t] minimises sum_i w_i rho(|M s_i + t - r_i|) with Cauchy's rho (``scale``
-    in RGB units) by ``iterations`` of reweighted least squares, with a small ``ridge`` toward the identity so
-    that a pair with few matches stays near doing nothing. float64 inside; no gradients (an input, like MKL).
+    :func:`mutual_matches`; the map minimises sum_i w_i rho(|map(s_i) - r_i|) with Cauchy's rho (``scale``
+    in RGB units) by ``iterations`` of reweighted least squares, with small ridges toward the identity
+    (``ridge`` on M, ``quadratic_ridge`` on Q) so that a pair with few matches stays near doing nothing.
+    float64 inside; no gradients (an input, like MKL).
     """
-    batch = source.shape[0]
     src = F.adaptive_avg_pool2d(source.double(), source_grid).flatten(2).transpose(1, 2)  # (B, N_S, 3)
     if attention is None:
         ref = F.adaptive_avg_pool2d(reference.double(), source_grid).flatten(2).transpose(1, 2)
@@ -114,27 +132,38 @@ def correspondence_affine(
             )
         best, prior_weight = mutual_matches(attention.double())
         ref = torch.gather(cells, 1, best[..., None].expand(-1, -1, 3))
-    design = torch.cat([src, torch.ones_like(src[..., :1])], dim=2)  # (B, N, 4)
-    regulariser = torch.diag(torch.tensor([ridge, ridge, ridge, 1e-9], dtype=torch.float64)).to(source.device)
-    identity = torch.eye(4, 3, dtype=torch.float64, device=source.device)
+    terms = colour_terms(src, degree)
+    design = torch.cat([terms, torch.ones_like(src[..., :1])], dim=2)  # (B, N, K)
+    ridges = [ridge] * 3 + [quadratic_ridge] * (terms.shape[2] - 3) + [1e-9]
+    regulariser = torch.diag(torch.tensor(ridges, dtype=torch.float64, device=source.device))
+    identity = torch.eye(design.shape[2], 3, dtype=torch.float64, device=source.device)
     weight = prior_weight
     for _ in range(iterations + 1):
         total = weight.sum(1).clamp_min(1e-9)[:, None, None]
         weighted = design * weight[..., None]
         lhs = weighted.transpose(1, 2) @ design + regulariser * total
         rhs = weighted.transpose(1, 2) @ ref + regulariser @ identity * total
-        solution = torch.linalg.solve(lhs, rhs)  # (B, 4, 3)
+        solution = torch.linalg.solve(lhs, rhs)  # (B, K, 3)
         residual = (design @ solution - ref).norm(dim=2)
         weight = prior_weight / (1.0 + (residual / scale) ** 2)
-    return solution.transpose(1, 2).to(source.dtype).reshape(batch, 3, 4)
+    return solution.transpose(1, 2).to(source.dtype).contiguous()
 
 
 def apply_colour_affine(affine: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """``M @ rgb + t`` per pixel: affine (B, 3, 4), image (B, 3, H, W) -> (B, 3, H, W), not clipped."""
-    out = torch.einsum("bij,bjhw->bihw", affine[:, :, :3].to(image.dtype), image)
-    return out + affine[:, :, 3, None, None].to(image.dtype)
+    """A colour map (B, 3, K) per pixel of image (B, 3, H, W) -> (B, 3, H, W), not clipped: ``M @ rgb + t``
+    for an affine map (K = 4), plus ``Q @ quadratic terms`` for a degree-2 map (K = 10)."""
+    coefficients = affine.to(image.dtype)
+    out = torch.einsum("bij,bjhw->bihw", coefficients[:, :, :3], image)
+    if coefficients.shape[2] == TERMS[2]:
+        quadratic = colour_terms(image, 2, dim=1)[:, 3:]
+        out = out + torch.einsum("bij,bjhw->bihw", coefficients[:, :, 3:-1], quadratic)
+    elif coefficients.shape[2] != TERMS[1]:
+        raise ValueError(f"a colour map has 4 or 10 coefficients per channel, got {coefficients.shape[2]}")
+    return out + coefficients[:, :, -1, None, None]
 
 
 def lerp_affine(affine: torch.Tensor, strength: float) -> torch.Tensor:
-    """The map ``strength`` of the way from the identity to ``affine`` (0 = identity, 1 = ``affine``)."""
-    return identity_affine(affine.shape[0], affine.device, affine.dtype).lerp(affine, strength)
+    """The map ``strength`` of the way from the identity to ``affine`` (0 = identity, 1 = ``affine``); the
+    maps are linear in their coefficients, so this is also the blend of their outputs."""
+    identity = identity_affine(affine.shape[0], affine.device, affine.dtype, affine.shape[2])
+    return identity.lerp(affine, strength)

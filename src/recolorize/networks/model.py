@@ -20,7 +20,7 @@ from recolorize.config import NUM_STYLES, ModelConfig
 from recolorize.config_json import CONFIG_METADATA_KEY
 from recolorize.errors import WeightsError, one_line
 from recolorize.io_utils import atomic_write
-from recolorize.networks.colour_prior import correspondence_affine, mkl_affine
+from recolorize.networks.colour_prior import correspondence_map, mkl_affine
 from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
@@ -137,17 +137,19 @@ class RecolorModel(nn.Module):
         prior = None
         if self.config.prior == "mkl":
             prior = mkl_affine(image_in, colours_of)
-        elif self.config.prior == "correspondence":
+        elif self.config.prior.startswith("correspondence"):
+            degree = 2 if self.config.prior == "correspondence-quadratic" else 1
             if inputs is None:
-                prior = correspondence_affine(image_in, colours_of)
+                prior = correspondence_map(image_in, colours_of, degree=degree)
             else:
                 source_cells, reference_cells = fine_descriptors(inputs)
-                prior = correspondence_affine(
+                prior = correspondence_map(
                     image_in,
                     colours_of,
                     cosine_attention(source_cells, reference_cells),
                     tuple(source_cells.shape[-2:]),
                     tuple(reference_cells.shape[-2:]),
+                    degree=degree,
                 )
         return Conditioning(prior=prior, hint=hint)
 
