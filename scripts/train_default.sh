@@ -2,7 +2,7 @@
 # Reproduce the shipped default model (config `pointwise`) on a 2-core CPU, then export it into the package.
 #   scripts/train_default.sh [DATA_DIR] [RUN_DIR]      defaults: ../shared/data  runs/pointwise
 # Resumable: run it again after an interruption (the cache finishes its shards, training continues from
-# the run folders' checkpoints). About 2 hours on the project's 2-core machine (docs/model-card.md).
+# the run folders' checkpoints). About 3 hours on the project's 2-core machine (docs/model-card.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-../shared/data}"
@@ -22,8 +22,12 @@ $RC train --config pointwise-mkl --data "$CACHE" --run "$RUN" $(resume "$RUN")
 $RC train --config pointwise-mkl --data "$CACHE" --run "${RUN}_more" --stage predictor \
   $( [ -f "${RUN}_more/checkpoint.safetensors" ] && echo --resume || echo --init "$RUN/predictor.safetensors" ) \
   --steps "${MORE_STEPS:-10000}" --lr 7e-4 --set predictor.pixel_stride=4
-# phase 3: stage 3 under the correspondence prior (config pointwise), warm-started from phase 2's weights
-$RC train --config pointwise --data "$CACHE" --run "${RUN}_corr" --stage predictor \
+# phase 3: stage 3 under the affine correspondence prior, warm-started from phase 2's weights
+$RC train --config pointwise-affine --data "$CACHE" --run "${RUN}_corr" --stage predictor \
   $( [ -f "${RUN}_corr/checkpoint.safetensors" ] && echo --resume || echo --init "${RUN}_more/predictor.safetensors" ) \
-  --steps "${CORR_STEPS:-8000}" --lr 7e-4 --set predictor.pixel_stride=4
-$RC export "${RUN}_corr" -o src/recolorize/weights/
+  --steps 8000 --lr 7e-4 --set predictor.pixel_stride=4
+# phase 4: stage 3 under the quadratic correspondence prior (config pointwise, the shipped one)
+$RC train --config pointwise --data "$CACHE" --run "${RUN}_quad" --stage predictor \
+  $( [ -f "${RUN}_quad/checkpoint.safetensors" ] && echo --resume || echo --init "${RUN}_corr/predictor.safetensors" ) \
+  --steps 6000 --lr 5e-4 --set predictor.pixel_stride=4
+$RC export "${RUN}_quad" -o src/recolorize/weights/

@@ -161,7 +161,7 @@ def test_warm_start_moves_weights_to_another_prior_and_refuses_a_misfit(backbone
     torch.manual_seed(0)
     old = RecolorModel(get_config("pointwise-mkl"), semantic=backbone)
     moved = old.with_config(get_config("pointwise"))
-    assert moved.config.prior == "correspondence"
+    assert moved.config.prior == "correspondence-quadratic"
     for name, value in old.trainable_state_dict().items():
         assert torch.equal(value, moved.trainable_state_dict()[name]), name
     with pytest.raises(ValueError, match="do not fit config tiny-pointwise"):

@@ -61,11 +61,6 @@ def test_readme_demo_turns_the_cup_blue_and_keeps_the_table_warm(demo) -> None:
     assert table_b > 5.0, f"table mean b* {table_b:.1f} (warm needs > 5)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap of the shipped model (issue 10): 1.4 % of table pixels turn blue, along the cup's "
-    "inner rim, in dark wood grooves next to the saucer and in the dark top-left corner",
-)
 def test_readme_demo_leaves_almost_no_table_pixel_blue(demo) -> None:
     b_star, _, table = demo
     table_blue = (b_star[table] < 0).mean()

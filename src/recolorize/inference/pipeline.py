@@ -206,11 +206,16 @@ class Recolorizer:
     ) -> np.ndarray:
         """The re-coloured full-resolution source as float32 (H, W, 3) in [0, 1] (sRGB).
 
-        strength alpha in [0, 1]: W_alpha = W0_S + alpha (W - W0_S); 0 returns ``source.rgb`` itself (a
-        copy, bit for bit), which the savers recognise and write back as the source's own samples.
+        strength alpha in [0, 1]: W_alpha = W0_S + alpha (W - W0_S), the prior and the colour hint faded
+        alike; 0 returns ``source.rgb`` itself (a copy, bit for bit), which the savers recognise and write
+        back as the source's own samples. G' does not reproduce a photo exactly from its own latents (f is
+        fine-tuned in stage 3), so in between the rendering is anchored to the source:
+        out(alpha) = G'(W_alpha) + (1 - alpha) (I - G'(W0_S)), exact at both ends and continuous (without
+        the anchor, strength 0.01 moved the demo by a median 3.9 levels). That costs a second rendering for
+        0 < alpha < 1 only.
         dtype ``np.uint8`` returns ``round(clip(x, 0, 1) * 255)`` of that result instead, computed tile by
-        tile into the 8-bit array (no full-size float copy): exactly the samples an 8-bit sRGB file of the
-        float result holds, for callers that write one (``imaging.takes_8bit_srgb`` says when).
+        tile into the 8-bit array at strength 1 (no full-size float copy): exactly the samples an 8-bit sRGB
+        file of the float result holds, for callers that write one (``imaging.takes_8bit_srgb`` says when).
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.uint8)):
@@ -221,6 +226,20 @@ class Recolorizer:
             prepared.timings.update({"generate": 0.0, "full_resolution": 0.0})
             rgb = prepared.source.rgb
             return rgb.copy() if dtype == np.float32 else to_uint8(rgb)
+        if strength == 1.0:
+            return self._render_at(prepared, 1.0, dtype)
+        mixed = self._render_at(prepared, strength, np.dtype(np.float32))
+        timings = dict(prepared.timings)
+        own = self._render_at(prepared, 0.0, np.dtype(np.float32))  # G'(W0_S): the self-reconstruction
+        for key in ("generate", "full_resolution"):
+            prepared.timings[key] += timings[key]
+        own -= prepared.source.rgb
+        mixed -= own * np.float32(1.0 - strength)
+        np.clip(mixed, 0.0, 1.0, out=mixed)
+        return mixed if dtype == np.float32 else to_uint8(mixed)
+
+    def _render_at(self, prepared: PreparedPair, strength: float, dtype: np.dtype) -> np.ndarray:
+        """G'(I_S, W_alpha) with the conditioning at ``strength``, at full resolution (see render_array)."""
         start = time.perf_counter()
         maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
         conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
