@@ -422,7 +422,9 @@ def test_shipped_model_keeps_the_gamut_and_the_profile(
     assert (out_of_srgb(samples, icc) & wide).sum() > 0.85 * wide.sum()
     change = np.abs(rgb - prepared.source.rgb).max(axis=-1)[wide] * 255  # in sRGB levels
     moved = np.abs(samples.astype(int) - arr).max(axis=-1)[wide]  # in the source's levels
-    assert np.percentile(moved / (change + 1), 99) < 2.0
+    # a change of a few sRGB levels on a saturated patch can take up to ~2.6x as many Adobe RGB levels (the
+    # conversion's gain there): bounded at 3x, against the old path's median of 40+ levels
+    assert np.percentile(moved / (change + 1), 99) < 3.0
     old = np.round(np.clip(convert(rgb, srgb_profile(), MatrixProfile.from_icc(icc)), 0, 1) * 255)
     assert np.median(np.abs(old - arr).max(axis=-1)[wide]) > 40
 

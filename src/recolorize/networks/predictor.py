@@ -150,7 +150,8 @@ def warp_by_attention(
 
 def fine_descriptors(inputs: PredictorInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """Descriptors of the 1/8 correspondence, source and reference (B, D, h8, w8): the 1/8 features and
-    the upsampled 1/16 ones, each unit-normalised (the 1/8 detail places, the 1/16 context disambiguates)."""
+    the upsampled 1/16 ones, each unit-normalised (the 1/8 detail places, the 1/16 context disambiguates).
+    Several references side by side are upsampled each alone, so a repeated reference matches as one does."""
     if inputs.fine_source is None or inputs.fine_reference is None:
         raise ValueError("the colour correspondence needs the 1/8 semantic features")
 
@@ -158,9 +159,12 @@ def fine_descriptors(inputs: PredictorInputs) -> tuple[torch.Tensor, torch.Tenso
         up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([F.normalize(fine, dim=1), F.normalize(up, dim=1)], dim=1)
 
+    tiles = inputs.reference_tiles  # several references: each upsampled alone, never across a seam
+    fine_parts = inputs.fine_reference.chunk(tiles, dim=-1)
+    pairs = zip(fine_parts, inputs.semantic_reference.chunk(tiles, dim=-1), strict=True)
     return (
         descriptor(inputs.fine_source, inputs.semantic_source),
-        descriptor(inputs.fine_reference, inputs.semantic_reference),
+        torch.cat([descriptor(fine, coarse) for fine, coarse in pairs], dim=-1),
     )
 
 
