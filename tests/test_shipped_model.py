@@ -27,8 +27,8 @@ def test_shipped_weights_exist_and_load() -> None:
 
 
 def test_shipped_model_beats_mkl_on_held_out_pairs(shared_data: Path, tmp_path: Path) -> None:
-    """Mean CIEDE2000 to the ground truth over six held-out built pairs falls below MKL's (the classical
-    transfer the pointwise model starts from) and far below the identity's."""
+    """Mean CIEDE2000 to the ground truth over six held-out built pairs falls well below MKL's (on the 200
+    benchmark pairs it is 2.87 against 4.37: 0.66x) and far below the identity's."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in HELD_OUT:  # BSDS500 *test* images: never seen in training
@@ -48,8 +48,10 @@ def test_shipped_model_beats_mkl_on_held_out_pairs(shared_data: Path, tmp_path: 
             ours.append(delta_e2000(output, target))
             classical.append(delta_e2000(mkl(source.rgb, reference.rgb), target))
             identity.append(delta_e2000(source.rgb, target))
-    assert np.mean(ours) < np.mean(classical), (ours, classical)
-    assert np.mean(ours) < 0.6 * np.mean(identity), (ours, identity)
+    means = [round(float(np.mean(v)), 2) for v in (ours, classical, identity)]
+    print("mean dE2000 of ours, MKL, identity:", means)
+    assert np.mean(ours) < 0.9 * np.mean(classical), (ours, classical)  # 3.33 vs 4.00 here
+    assert np.mean(ours) < 0.5 * np.mean(identity), (ours, identity)
 
 
 def test_strength_is_continuous_near_zero() -> None:
