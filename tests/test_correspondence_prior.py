@@ -178,3 +178,26 @@ def test_warm_start_moves_weights_to_another_prior_and_refuses_a_misfit(backbone
 
     with pytest.raises(UserError, match="does not match the checkpoint"):
         _resolve_model_config(request, Found(), None)  # type: ignore[arg-type]
+
+
+def test_unrelated_photos_fall_back_to_mkl_but_a_grey_source_does_not() -> None:
+    """Photos that share little content (few, weak mutual matches) take the MKL map; well-matched ones keep
+    the fitted map; a greyscale source never falls back (MKL turns its noise into colour)."""
+    source = photo(64)
+    reference = graded(source)
+    mkl = mkl_affine(source, reference)
+    cells = 8 * 8
+    strong = torch.eye(cells)[None] * 0.9  # every cell matches its twin, similarity 0.9
+    weak = torch.eye(cells)[None] * 0.05  # the same matches, barely similar: unrelated photos
+    args = (source, reference)
+    kept = correspondence_map(*args, strong, (8, 8), (8, 8), fallback=mkl)
+    fitted = correspondence_map(*args, strong, (8, 8), (8, 8))
+    torch.testing.assert_close(kept, fitted)
+    fell = correspondence_map(*args, weak, (8, 8), (8, 8), fallback=mkl)
+    torch.testing.assert_close(fell, mkl, atol=1e-5, rtol=0)
+    grey = source.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
+    grey_fitted = correspondence_map(grey, reference, weak, (8, 8), (8, 8))
+    grey_kept = correspondence_map(
+        grey, reference, weak, (8, 8), (8, 8), fallback=mkl_affine(grey, reference)
+    )
+    torch.testing.assert_close(grey_kept, grey_fitted)

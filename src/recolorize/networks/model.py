@@ -150,6 +150,7 @@ class RecolorModel(nn.Module):
                     tuple(source_cells.shape[-2:]),
                     tuple(reference_cells.shape[-2:]),
                     degree=degree,
+                    fallback=mkl_affine(image_in, colours_of),
                 )
         return Conditioning(prior=prior, hint=hint)
 
