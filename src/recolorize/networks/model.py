@@ -253,7 +253,7 @@ class RecolorModel(nn.Module):
     ) -> tuple[list[torch.Tensor], Conditioning | None]:
         """W = P_W(I_S, I_R) as the 20 layer inputs of G', and the generator's conditioning for the pair.
 
-        reference: one I_R or several (``reference_canvas``); the MKL prior is fitted to all their pixels.
+        reference: one I_R or several (``reference_canvas``); the prior is fitted over all of them.
         """
         if not isinstance(reference, torch.Tensor):
             if inputs is None:
