@@ -243,12 +243,14 @@ class Recolorizer:
         start = time.perf_counter()
         maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
         conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
-        after_low = self.model.generate(prepared.source_low, maps, conditioning).clamp(0, 1)
+        after_low = None  # the direct path renders the photo itself; only the affine fit needs G' at 128 px
+        if self.full_resolution != "direct":
+            after_low = self.model.generate(prepared.source_low, maps, conditioning).clamp(0, 1)
         generated = time.perf_counter()
         source_full = torch.from_numpy(np.ascontiguousarray(prepared.source.rgb)).permute(2, 0, 1)[None]
         result = np.empty((prepared.source.height, prepared.source.width, 3), dtype=dtype)
         out = torch.from_numpy(result).permute(2, 0, 1)[None]  # writes land in ``result``
-        if self.full_resolution == "direct":
+        if after_low is None:
             self._render_direct(prepared, source_full, maps, conditioning, out)
         else:
             full_resolution_transfer(source_full, prepared.before_low.cpu(), after_low.cpu(), out=out)

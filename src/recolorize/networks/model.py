@@ -24,7 +24,7 @@ from recolorize.networks.colour_prior import correspondence_map, mkl_affine
 from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
-from recolorize.networks.predictor import PredictorInputs, WPredictor, cosine_attention, fine_descriptors
+from recolorize.networks.predictor import PredictorInputs, WPredictor, fine_attention
 from recolorize.networks.weights_file import check_weights, config_path_for
 
 __all__ = ["RecolorModel", "is_backbone_key"]
@@ -142,13 +142,12 @@ class RecolorModel(nn.Module):
             if inputs is None:
                 prior = correspondence_map(image_in, colours_of, degree=degree)
             else:
-                source_cells, reference_cells = fine_descriptors(inputs)
                 prior = correspondence_map(
                     image_in,
                     colours_of,
-                    cosine_attention(source_cells, reference_cells),
-                    tuple(source_cells.shape[-2:]),
-                    tuple(reference_cells.shape[-2:]),
+                    fine_attention(inputs),
+                    tuple(inputs.fine_source.shape[-2:]),
+                    tuple(inputs.fine_reference.shape[-2:]),
                     degree=degree,
                     fallback=mkl_affine(image_in, colours_of),
                 )

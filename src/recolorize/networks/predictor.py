@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ __all__ = [
     "WPredictor",
     "PredictorInputs",
     "cosine_attention",
+    "fine_attention",
     "fine_descriptors",
     "random_column_mask",
     "warp_by_attention",
@@ -70,6 +71,7 @@ class PredictorInputs:
     fine_source: torch.Tensor | None = None
     fine_reference: torch.Tensor | None = None
     reference_tiles: int = 1
+    fine_similarity: torch.Tensor | None = field(default=None, repr=False)  # cache of fine_attention
 
 
 def per_reference(
@@ -168,6 +170,14 @@ def fine_descriptors(inputs: PredictorInputs) -> tuple[torch.Tensor, torch.Tenso
     )
 
 
+def fine_attention(inputs: PredictorInputs) -> torch.Tensor:
+    """Cosine similarities (B, N_S8, N_R8) of the 1/8 descriptors, unmasked; computed once per inputs, as
+    P_W's colour hint and the model's correspondence prior both read them."""
+    if inputs.fine_similarity is None:
+        inputs.fine_similarity = cosine_attention(*fine_descriptors(inputs))
+    return inputs.fine_similarity
+
+
 class WPredictor(nn.Module):
     """P_W(I_S, I_R) -> [W1, W2, W3] (or one map for the W1-only / W3-only ablations)."""
 
@@ -224,18 +234,18 @@ class WPredictor(nn.Module):
         keep: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft 1/8 correspondence: (ASPP-2 colour inputs (B, 13, h8, w8), generator hint (B, 4, h8, w8))."""
-        fs, fr = fine_descriptors(inputs)
-        size = tuple(fs.shape[-2:])
-        attention = cosine_attention(fs, fr)  # (B, N_S8, N_R8)
+        attention = fine_attention(inputs)  # (B, N_S8, N_R8)
+        size = tuple(inputs.fine_source.shape[-2:])
+        reference_size = tuple(inputs.fine_reference.shape[-2:])
         logits = attention / self.log_temperature.exp().clamp_min(1e-3)
         if keep is not None:  # the 1/16 keep-mask of the reference, carried to the 1/8 grid
             coarse = keep.view(keep.shape[0], 1, *inputs.semantic_reference.shape[-2:]).float()
-            fine_keep = F.interpolate(coarse, size=fr.shape[-2:], mode="nearest").flatten(1) > 0.5
+            fine_keep = F.interpolate(coarse, size=reference_size, mode="nearest").flatten(1) > 0.5
             # masked after the division: -inf / T would give the temperature a NaN gradient
             attention = attention.masked_fill(~fine_keep[:, None, :], float("-inf"))
             logits = logits.masked_fill(~fine_keep[:, None, :], float("-inf"))
         confidence = attention.max(dim=2).values.view(-1, 1, *size)
-        reference_stats = cell_colour_stats(reference, tuple(fr.shape[-2:]))
+        reference_stats = cell_colour_stats(reference, reference_size)
         warped = warp_by_attention(logits, reference_stats, size, hard=False, temperature=1.0)
         own = cell_colour_stats(source, size)
         hint = [warped[:, :3], confidence]
