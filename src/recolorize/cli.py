@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
 import sys
+import threading
 
 from recolorize.errors import exit_code
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "entry", "build_parser"]
 
 # Each entry is a module under recolorize.commands exposing ``register(subparsers)``; the registered
 # parser sets ``func(args) -> int``. Order is the order shown by ``recolorize --help``.
@@ -98,5 +100,37 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code(lambda: args.func(args))
 
 
+def entry() -> None:
+    """The ``recolorize`` console script and ``python -m recolorize``: ``main``, then exit without the
+    interpreter's last sweep over every object.
+
+    Why: at exit Python's cyclic garbage collector walks every object still alive, and with torch imported
+    that is ~0.3 s of every run (a 12-MP transfer took 2.1 s, 1.75 s without it). ``gc.freeze`` moves them
+    out of its reach and ``_exit_now`` skips the rest of the teardown; the process is ending, so nothing
+    is lost: our files are closed by then, and atexit handlers and buffered output run and are flushed.
+    ``main`` itself (called by tests, many times in one process) leaves all this alone.
+    """
+    code = main()
+    gc.freeze()
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()[1:]):
+        sys.exit(code)  # someone still running (none of ours): the normal exit, which waits for them
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """End the process as ``sys.exit`` would, minus the interpreter's teardown of every module and the C++
+    static destructors of torch's libraries (another ~0.07 s): atexit handlers (logging's flush among
+    them) run, and the standard streams are flushed, before ``os._exit``."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -84,8 +84,9 @@ def check_lut_output(path: Path, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, decode both photos, load the model, render, fit and write the LUT atomically."""
+    from recolorize.commands.job_logs import held_logs
     from recolorize.commands.transfer import MAX_SIZE, MIN_SIZE
-    from recolorize.commands.transfer_run import held_logs, load_model, out_of_memory_is_an_error
+    from recolorize.commands.transfer_run import load_model, out_of_memory_is_an_error
     from recolorize.imaging import check_regular_file, load_image, resolve_max_pixels
 
     if not 0.0 <= args.strength <= 1.0:

@@ -55,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options and paths, read the LUT, then grade each photo and write it atomically."""
+    from recolorize.commands.job_logs import held_logs
     from recolorize.commands.transfer_output import check_output, check_output_folder
     from recolorize.commands.transfer_plan import Job, images_in
-    from recolorize.commands.transfer_run import held_logs
     from recolorize.imaging import (
         check_regular_file,
         load_image,

@@ -126,11 +126,17 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--lut writes the look of one transfer: give one SOURCE and REFERENCE")
         check_lut_output(args.lut, args.overwrite)
 
+    from recolorize.commands.transfer_first import FirstDecode
     from recolorize.commands.transfer_run import run_jobs
-    from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
-    from recolorize.networks.weights_file import check_weights
 
-    check_device(args.device)
-    weights = args.weights if args.weights is not None else default_weights_path()
-    check_weights(weights / "model.safetensors" if weights.is_dir() else weights)
-    return run_jobs(args, plan, max_pixels)
+    first = FirstDecode(args, plan, max_pixels)  # the first photos decode while torch is imported
+    try:
+        from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
+        from recolorize.networks.weights_file import check_weights
+
+        check_device(args.device)
+        weights = args.weights if args.weights is not None else default_weights_path()
+        check_weights(weights / "model.safetensors" if weights.is_dir() else weights)
+        return run_jobs(args, plan, max_pixels, first)
+    finally:
+        first.close()

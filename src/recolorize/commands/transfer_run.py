@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recolorize.commands.job_logs import ThreadLogs, held_logs
+from recolorize.commands.transfer_first import FirstDecode
 from recolorize.commands.transfer_output import check_output, for_saving, render_dtype, write_outputs
 from recolorize.commands.transfer_plan import Job, Plan, describe_reference
 from recolorize.errors import UserError, one_line
@@ -36,7 +38,6 @@ __all__ = [
     "transfer_one",
     "load_model",
     "load_references",
-    "held_logs",
     "out_of_memory_is_an_error",
 ]
 
@@ -63,29 +64,6 @@ def load_references(reference: Path | tuple[Path, ...], max_pixels: int) -> Any:
 
 
 @contextlib.contextmanager
-def held_logs() -> Iterator[None]:
-    """Hold this package's log records while a step runs: on an error they are dropped (the error line
-    stands alone), otherwise they are logged after it."""
-    package = logging.getLogger("recolorize")
-    held: list[logging.LogRecord] = []
-
-    class Hold(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            held.append(record)
-
-    handler, propagate = Hold(), package.propagate
-    package.addHandler(handler)
-    package.propagate = False
-    try:
-        yield
-    finally:
-        package.removeHandler(handler)
-        package.propagate = propagate
-    for record in held:
-        logging.getLogger(record.name).handle(record)
-
-
-@contextlib.contextmanager
 def out_of_memory_is_an_error(args: argparse.Namespace, job: Job | None = None) -> Iterator[None]:
     """An allocation that fails (torch raises RuntimeError) is the user's size choice: one line (naming
     the pair when ``job`` is given, as a batch needs)."""
@@ -109,12 +87,12 @@ class _References:
         self.max_pixels, self.keep = max_pixels, keep
         self.futures: dict[Path | tuple[Path, ...], Any] = {}
 
-    def preload(self, reference: Path | tuple[Path, ...]) -> None:
-        """Decode ``reference`` now (an error is raised here)."""
+    def preload(self, reference: Path | tuple[Path, ...], decoded: Any) -> None:
+        """Keep ``reference`` already decoded (``decoded``, as ``load_references`` returns it)."""
         from concurrent.futures import Future
 
         done: Future = Future()
-        done.set_result(load_references(reference, self.max_pixels))
+        done.set_result(decoded)
         self.futures[reference] = done
 
     def get(self, reference: Path | tuple[Path, ...]) -> Any:
@@ -154,8 +132,9 @@ class _Run:
             write(failure_line(job, error), file=sys.stderr)
 
 
-def run_jobs(args: argparse.Namespace, plan: Plan, max_pixels: int) -> int:
-    """Run ``plan`` (options, paths and weights already checked): the command's exit code."""
+def run_jobs(args: argparse.Namespace, plan: Plan, max_pixels: int, first: FirstDecode) -> int:
+    """Run ``plan`` (options, paths and weights already checked; ``first`` decoding the first photos since
+    before torch was imported): the command's exit code."""
     for message in plan.rejected:
         print(f"recolorize: error: {message}", file=sys.stderr)
     todo = []
@@ -169,27 +148,17 @@ def run_jobs(args: argparse.Namespace, plan: Plan, max_pixels: int) -> int:
     keep = (workers + 1 if jobs > 1 else 1) if plan.batch else 0
     run = _Run(args, plan.batch, max_pixels, _References(max_pixels, keep))
     if todo:
-        early = _decode_first(run, todo)
+        # what a bad file should stop at once (an error here stops the command), decoded before the model
+        # loads: the shared reference and a single pair's source
+        early, reference = first.result()
+        if reference is not None:
+            run.references.preload(todo[0].reference, reference)
         run.recolorizer = load_model(args)
         if jobs > 1:
             _run_overlapped(run, todo, workers)
         else:
             _run_in_turn(run, todo, early)
     return _exit_code(run, plan)
-
-
-def _decode_first(run: _Run, todo: list[Job]) -> dict[Path, Any]:
-    """Decode, before the model loads, the reference every job shares (one pair or a folder) and a single
-    pair's source; an error here stops the command. Returns the decoded sources by path."""
-    from recolorize.imaging import load_image
-
-    early = {}
-    if run.args.pairs is None:
-        with held_logs():
-            if not run.batch:
-                early[todo[0].source] = load_image(todo[0].source, max_pixels=run.max_pixels)
-            run.references.preload(todo[0].reference)
-    return early
 
 
 def transfer_one(run: _Run, job: Job, source: Any = None) -> None:
@@ -249,7 +218,7 @@ def _run_overlapped(run: _Run, todo: list[Job], workers: int) -> None:
         torch.set_num_threads(threads)  # per thread: OpenMP keeps the count of each calling thread
         logs.run(records[k], transfer_one, run, todo[k])
 
-    with _ThreadLogs() as logs, ThreadPoolExecutor(workers, thread_name_prefix="recolorize-job") as pool:
+    with ThreadLogs() as logs, ThreadPoolExecutor(workers, thread_name_prefix="recolorize-job") as pool:
         progress = tqdm(total=len(todo), desc="re-colouring", unit="photo")
 
         def report(limit: int) -> None:
@@ -303,49 +272,3 @@ def failure_line(job: Job, error: BaseException, skipped: bool = True) -> str:
         f"recolorize: error: {job.source} with {describe_reference(job.reference)} failed "
         f"({type(error).__name__}: {one_line(error)}){'; skipped' if skipped else ''}"
     )
-
-
-class _ThreadLogs(logging.Handler):
-    """Per-job log records in a multi-threaded batch: each thread's records go to the list it names.
-
-    Installed on the package logger for the batch (``held_logs`` cannot be: it swaps one handler for
-    everyone). A job's records (decode, re-colouring, write, from whichever threads ran them) are logged
-    in order once the job has succeeded and dropped if it failed, as ``held_logs`` does for one photo.
-    Records of a thread that names no list pass straight through.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.local = threading.local()
-        self.package = logging.getLogger("recolorize")
-        self.propagate = self.package.propagate
-
-    def emit(self, record: logging.LogRecord) -> None:
-        target = getattr(self.local, "records", None)
-        if target is None:
-            logging.getLogger().callHandlers(record)
-        else:
-            target.append(record)
-
-    def __enter__(self) -> _ThreadLogs:
-        self.package.addHandler(self)
-        self.package.propagate = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.package.removeHandler(self)
-        self.package.propagate = self.propagate
-
-    def run(self, records: list[logging.LogRecord], function: Any, *args: Any, **kwargs: Any) -> Any:
-        """``function(*args, **kwargs)`` with this thread's records going to ``records``."""
-        previous = getattr(self.local, "records", None)
-        self.local.records = records
-        try:
-            return function(*args, **kwargs)
-        finally:
-            self.local.records = previous
-
-    @staticmethod
-    def replay(records: list[logging.LogRecord]) -> None:
-        for record in records:
-            logging.getLogger().callHandlers(record)
