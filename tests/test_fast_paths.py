@@ -270,3 +270,52 @@ def test_for_each_raises_the_first_error() -> None:
     with pytest.raises(ValueError, match="piece 3"):
         for_each(work, range(6))
     assert torch.get_num_threads() == 2
+
+
+def test_a_large_photo_carried_up_stays_close_to_rendering_every_pixel(shipped, monkeypatch) -> None:
+    """The carry-up of photos over ``DIRECT_MAX_PIXELS`` (the README pair's source at 1200x800):
+    close to the generator on every pixel, and closer with the shipped radius and eps than with the
+    previous ones (radius 3, eps 3e-5) at the same copy size (benchmarks/carry_fidelity.py measures it
+    on 20 DPST photos)."""
+    from recolorize.evaluation.metrics import delta_e2000
+
+    with Image.open(EXAMPLES / "source.jpg") as im:
+        large = np.asarray(im.convert("RGB").resize((1200, 800), Image.Resampling.BICUBIC))
+    prepared = shipped.prepare(load_image(large), EXAMPLES / "reference.jpg")
+    monkeypatch.setattr(pipeline, "DIRECT_MAX_PIXELS", 1 << 21)
+    every_pixel = shipped.render_array(prepared)  # 0.96 MP, under this limit: the generator on every pixel
+    monkeypatch.undo()
+    carried = shipped.render_array(prepared)  # over the shipped limit: a 0.26-MP copy, carried up
+    monkeypatch.setattr(pipeline, "CARRY_RADIUS", 3)
+    monkeypatch.setattr(pipeline, "CARRY_EPS", 3e-5)
+    before = shipped.render_array(prepared)
+    shipped_error, previous_error = delta_e2000(carried, every_pixel), delta_e2000(before, every_pixel)
+    assert 0.0 < shipped_error < 1.0
+    assert shipped_error < 0.9 * previous_error, (shipped_error, previous_error)
+
+
+def test_a_reference_is_prepared_once_for_many_sources(shipped, monkeypatch) -> None:
+    """The same decoded reference (one object) reuses its network copy and frozen features: the same
+    predicted maps and conditioning as a first preparation, one ``reference_features`` call."""
+    reference = load_image(EXAMPLES / "reference.jpg")
+    sources = [
+        load_image(EXAMPLES / "source.jpg"),
+        load_image(np.asarray(photo("source.jpg", (300, 200))[0].permute(1, 2, 0))),
+    ]
+    fresh = [
+        pipeline.Recolorizer(shipped.model, full_resolution="direct").prepare(s, reference) for s in sources
+    ]
+    calls = []
+    original = shipped.model.reference_features
+    monkeypatch.setattr(shipped.model, "reference_features", lambda low: calls.append(1) or original(low))
+    recolorizer = pipeline.Recolorizer(shipped.model, full_resolution="direct")
+    reused = [recolorizer.prepare(s, reference) for s in sources]
+    assert len(calls) == 1
+    for a, b in zip(fresh, reused, strict=True):
+        for m, n in zip(a.predicted_maps, b.predicted_maps, strict=True):
+            assert torch.equal(m, n)
+        assert torch.equal(a.conditioning.prior, b.conditioning.prior)
+    recolorizer.prepare(sources[0], load_image(EXAMPLES / "reference.jpg"))  # another object: computed again
+    recolorizer.resolution = 64
+    recolorizer.prepare(sources[0], reference)  # another working size: computed again
+    assert len(calls) == 3

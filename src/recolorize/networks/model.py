@@ -183,11 +183,20 @@ class RecolorModel(nn.Module):
             raise ValueError("all references must have the same shape (resize them to the working size)")
         return torch.cat(references, dim=-1), len(references)
 
+    def reference_features(self, reference: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """What the frozen networks compute from one I_R alone (F_R at 1/8 and 1/16, W0_R): kept by a caller
+        that pairs many sources with one reference (a batch) and passed back to ``predictor_inputs``."""
+        fine, semantic = self.semantic_features(reference)
+        with torch.no_grad():
+            maps = self.self_maps(reference) if self.config.ablations.separate_reference_encoder else None
+        return {"fine_reference": fine, "semantic_reference": semantic, "reference_maps": maps}
+
     def predictor_inputs(
         self,
         source: torch.Tensor,
         reference: torch.Tensor | Sequence[torch.Tensor],
         features: dict[str, torch.Tensor] | None = None,
+        reference_side: dict[str, torch.Tensor | None] | None = None,
     ) -> PredictorInputs:
         """Run the frozen networks P_W reads: F_S, F_R, W0_R, w and W0_S (no gradients flow into them).
 
@@ -196,6 +205,7 @@ class RecolorModel(nn.Module):
         references share, as the attention picks local colour from the best of them).
         features: precomputed frozen features ("semantic_source", "semantic_reference" and, with the colour
         correspondence, "fine_source", "fine_reference"), as a training cache holds them.
+        reference_side: ``reference_features(reference)`` computed before, for one reference.
         """
         reference, tiles = self.reference_canvas(reference)
         if tiles > 1:
@@ -229,13 +239,16 @@ class RecolorModel(nn.Module):
                 semantic_reference = features["semantic_reference"].float()
                 fine_source = fine_source.float() if fine_source is not None else None
                 fine_reference = fine_reference.float() if fine_reference is not None else None
+                reference_maps = self.self_maps(reference) if ablations.separate_reference_encoder else None
             else:
                 fine_source, semantic_source = self.semantic_features(source)
-                fine_reference, semantic_reference = self.semantic_features(reference)
+                side = reference_side if reference_side is not None else self.reference_features(reference)
+                fine_reference, semantic_reference = side["fine_reference"], side["semantic_reference"]
+                reference_maps = side["reference_maps"]
             return PredictorInputs(
                 semantic_source=semantic_source,
                 semantic_reference=semantic_reference,
-                reference_maps=self.self_maps(reference) if ablations.separate_reference_encoder else None,
+                reference_maps=reference_maps,
                 code=self.pair_code(source, reference) if ablations.use_w else None,
                 source_maps=self.self_maps(source) if self.config.residual_maps else None,
                 fine_source=fine_source,
