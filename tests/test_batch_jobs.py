@@ -6,6 +6,7 @@ Small photos generated from the repository's examples, the shipped model, one th
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -129,3 +130,118 @@ def test_only_photo_commands_let_threads_sleep(command: str, expected: str) -> N
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split()[-2:] == ["POLICY", expected]
+
+
+def test_helper_log_lines_come_in_the_photos_order(folder: Path, tmp_path: Path, caplog) -> None:
+    """``--jobs 2``: photos done by the helper process and here interleave, their lines do not."""
+    (folder / "broken.jpg").unlink()
+    with caplog.at_level(logging.INFO):
+        code = main(
+            [
+                "transfer",
+                str(folder),
+                str(EXAMPLES / "reference.jpg"),
+                "-o",
+                str(tmp_path / "out"),
+                "--jobs",
+                "2",
+            ]
+        )
+    wrote = [r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("wrote ")]
+    assert code == 0
+    expected = [str(tmp_path / "out" / name) for name in [f"p{n}.jpg" for n in range(5)] + ["p5.png"]]
+    assert wrote == expected
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is still a live process (not gone, not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _batch_process(tmp_path: Path, count: int) -> tuple[subprocess.Popen, Path, list[str]]:
+    photos = tmp_path / "many"
+    photos.mkdir()
+    names = []
+    for n in range(count):
+        write_photo(photos / f"q{n:02d}.jpg", (900, 600), 50 + n)
+        names.append(f"q{n:02d}.jpg")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "recolorize", "transfer", str(photos), str(EXAMPLES / "reference.jpg")]
+    process = subprocess.Popen(
+        [*command, "-o", str(out), "--jobs", "2"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    return process, out, names
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the helper process through /proc (Linux)")
+def test_a_helper_that_dies_loses_only_its_photos(tmp_path: Path) -> None:
+    """The helper killed mid-batch (as the out-of-memory killer would): the command finishes the batch
+    alone; every photo is written or named in one line; no traceback, no temporary file left."""
+    import signal
+    import time
+
+    process, out, names = _batch_process(tmp_path, 12)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
+        time.sleep(0.05)
+    helpers = [
+        pid for pid in _children(process.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+    assert helpers, "no helper process found"
+    for pid in helpers:
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("recolorize:")]
+    failed = [name for name in names if any(name in line for line in lines)]
+    written = sorted(p.name for p in out.iterdir())
+    assert sorted(written + failed) == names, (written, lines)
+    assert all("helper process" in line for line in lines[:-1] if "failed" in line or "stopped" in line)
+    assert process.returncode == (1 if failed else 0)
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the helper process through /proc (Linux)")
+def test_ctrl_c_stops_the_helpers_too(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    process, out, _ = _batch_process(tmp_path, 12)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
+        time.sleep(0.05)
+    helpers = _children(process.pid)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "recolorize: interrupted" in stderr and "Traceback" not in stderr
+    deadline = time.monotonic() + 10  # (multiprocessing's resource tracker leaves when it sees the end)
+    while time.monotonic() < deadline and [pid for pid in helpers if _running(pid)]:
+        time.sleep(0.1)
+    assert not [(pid, _command(pid)) for pid in helpers if _running(pid)]  # no helper left running
+    assert not [p.name for p in out.iterdir() if not p.name.endswith(".jpg")]  # no temporary file

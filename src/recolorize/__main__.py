@@ -2,4 +2,5 @@
 
 from recolorize.cli import entry
 
-entry()
+if __name__ == "__main__":  # not when a helper process (``transfer --jobs N``) re-imports this module
+    entry()

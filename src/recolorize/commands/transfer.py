@@ -27,7 +27,7 @@ __all__ = ["register", "run", "plan_jobs", "Job", "Plan", "MIN_SIZE", "MAX_SIZE"
 #: power of the size: measured peak memory with the shipped model is 0.8 GB at 512 and 4.9 GB at 1024
 #: (2048 would need ~70 GB), so 1024 is the most a workstation can run.
 MIN_SIZE, MAX_SIZE = 64, 1024
-#: Most threads ``--jobs`` may ask for: decoding and encoding overlap one re-colouring, more buy nothing.
+#: Most processes ``--jobs`` may ask for (each loads the model; see transfer_helpers).
 MAX_JOBS = 16
 
 
@@ -78,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="batch only: re-colour N photos at once in threads sharing the model and torch's threads, "
-        f"so decoding and writing overlap the work (1-{MAX_JOBS}; default 1; each job holds one photo "
-        "in memory)",
+        help="batch only: re-colour N photos at once, in this process and N - 1 helper processes that "
+        f"each load the model (1-{MAX_JOBS}; default 1; each process takes about as much memory as one "
+        "--jobs 1 run)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -127,9 +127,11 @@ def run(args: argparse.Namespace) -> int:
         check_lut_output(args.lut, args.overwrite)
 
     from recolorize.commands.transfer_first import FirstDecode
+    from recolorize.commands.transfer_helpers import Helpers
     from recolorize.commands.transfer_run import run_jobs
 
     first = FirstDecode(args, plan, max_pixels)  # the first photos decode while torch is imported
+    helpers = Helpers.start(args, plan, max_pixels)  # --jobs N: N - 1 processes start loading now
     try:
         from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
         from recolorize.networks.weights_file import check_weights
@@ -137,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         check_device(args.device)
         weights = args.weights if args.weights is not None else default_weights_path()
         check_weights(weights / "model.safetensors" if weights.is_dir() else weights)
-        return run_jobs(args, plan, max_pixels, first)
+        return run_jobs(args, plan, max_pixels, first, helpers)
     finally:
         first.close()
+        if helpers is not None:
+            helpers.close()

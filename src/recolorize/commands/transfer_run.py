@@ -9,9 +9,8 @@ traceback with ``--verbose``).
 Before the model loads, what a bad file should stop at once is decoded: the reference shared by every job
 (one pair or a folder: a bad one stops the command with exit code 2) and a single pair's source.
 
-A batch runs one photo at a time (``--jobs 1``, the default) or, with ``--jobs N``, N at once in worker
-threads that share the one model and torch's threads, so that one photo's decoding and encoding overlap
-the others' re-colouring: the same files, more photos per second.
+A batch runs one photo at a time (``--jobs 1``, the default) or, with ``--jobs N``, N at once: this process
+and N - 1 helper processes (``transfer_helpers``): the same files, more photos per second.
 """
 
 from __future__ import annotations
@@ -23,12 +22,14 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recolorize.commands.job_logs import ThreadLogs, held_logs
 from recolorize.commands.transfer_first import FirstDecode
+from recolorize.commands.transfer_helpers import Helpers
 from recolorize.commands.transfer_output import check_output, for_saving, render_dtype, write_outputs
 from recolorize.commands.transfer_plan import Job, Plan, describe_reference
 from recolorize.errors import UserError, one_line
@@ -89,15 +90,11 @@ class _References:
 
     def preload(self, reference: Path | tuple[Path, ...], decoded: Any) -> None:
         """Keep ``reference`` already decoded (``decoded``, as ``load_references`` returns it)."""
-        from concurrent.futures import Future
-
         done: Future = Future()
         done.set_result(decoded)
         self.futures[reference] = done
 
     def get(self, reference: Path | tuple[Path, ...]) -> Any:
-        from concurrent.futures import Future
-
         with self.lock:
             future = self.futures.pop(reference, None)
             owner = future is None
@@ -132,16 +129,15 @@ class _Run:
             write(failure_line(job, error), file=sys.stderr)
 
 
-#: Seconds a worker thread may run Python before it must offer the GIL to another (Python's default is
-#: 0.005). The jobs' threads alternate short stretches of Python with torch operations that release the
-#: GIL; a thread back from one waited for the other's stretch to end. Two 1-MP photos at once, shipped
-#: model, 2 cores: 0.192 s per photo at 0.005, 0.186 at 0.001 (and no better below).
-SWITCH_INTERVAL = 0.001
-
-
-def run_jobs(args: argparse.Namespace, plan: Plan, max_pixels: int, first: FirstDecode) -> int:
-    """Run ``plan`` (options, paths and weights already checked; ``first`` decoding the first photos since
-    before torch was imported): the command's exit code."""
+def run_jobs(
+    args: argparse.Namespace,
+    plan: Plan,
+    max_pixels: int,
+    first: FirstDecode,
+    helpers: Helpers | None = None,
+) -> int:
+    """Run ``plan`` (options, paths and weights already checked; ``first`` decoding the first photos and
+    ``helpers`` starting since before torch was imported): the command's exit code."""
     for message in plan.rejected:
         print(f"recolorize: error: {message}", file=sys.stderr)
     todo = []
@@ -150,9 +146,7 @@ def run_jobs(args: argparse.Namespace, plan: Plan, max_pixels: int, first: First
             logger.info("skipping %s: %s exists (use --overwrite)", job.source, job.output)
         else:
             todo.append(job)
-    jobs = getattr(args, "jobs", 1) if plan.batch else 1
-    workers = min(jobs, len(todo))
-    keep = (workers + 1 if jobs > 1 else 1) if plan.batch else 0
+    keep = 2 if plan.batch else 0
     run = _Run(args, plan.batch, max_pixels, _References(max_pixels, keep))
     if todo:
         # what a bad file should stop at once (an error here stops the command), decoded before the model
@@ -161,8 +155,8 @@ def run_jobs(args: argparse.Namespace, plan: Plan, max_pixels: int, first: First
         if reference is not None:
             run.references.preload(todo[0].reference, reference)
         run.recolorizer = load_model(args)
-        if jobs > 1:
-            _run_overlapped(run, todo, workers)
+        if helpers is not None:
+            _run_with_helpers(run, todo, helpers)
         else:
             _run_in_turn(run, todo, early)
     return _exit_code(run, plan)
@@ -201,56 +195,67 @@ def _run_in_turn(run: _Run, todo: list[Job], early: dict[Path, Any]) -> None:
             run.failed(job, error, tqdm.write)
 
 
-def _run_overlapped(run: _Run, todo: list[Job], workers: int) -> None:
-    """The batch with ``--jobs N``: N photos at once, each decoded, re-coloured and written by its own worker
-    thread with the one model, torch's threads shared out among them.
+def _run_with_helpers(run: _Run, todo: list[Job], helpers: Helpers) -> None:
+    """The batch with ``--jobs N``: the photos shared between this process and N - 1 helper processes
+    (``transfer_helpers`` says why processes), reported in the photos' order.
 
-    Why whole photos and not only decoding and encoding in the background: for the shipped model those
-    are ~5 % of a 1-MP photo's time, and most of its operations are too small to keep two threads busy,
-    so on two cores two photos at a time with one thread each doubled the photos per second where
-    overlapping only the input and output gained nothing (docs/results.md). Each photo still fails alone,
-    with the same one line, and lines come in the photos' order.
-    Known limit: a C decoder's own stderr lines (libtiff) are not captured off the main thread.
+    Each helper is kept with one photo running and one queued; this process takes the next photo itself
+    whenever the helpers have enough. A photo's log lines wait for it to succeed (and go if it fails).
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     import torch
     from tqdm import tqdm
 
-    threads = max(1, torch.get_num_threads() // workers)
-    records: list[list[logging.LogRecord]] = [[] for _ in todo]
-    pending: deque[tuple[int, Future]] = deque()
+    from recolorize.commands.transfer_helpers import replay, threads_per_process
 
-    def work(k: int) -> None:
-        torch.set_num_threads(threads)  # per thread: OpenMP keeps the count of each calling thread
-        logs.run(records[k], transfer_one, run, todo[k])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads_per_process(helpers.count + 1))
+    pending: deque[tuple[int, Future, bool]] = deque()  # (photo, outcome, done here)
+    progress = tqdm(total=len(todo), desc="re-colouring", unit="photo")
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
-    with ThreadLogs() as logs, ThreadPoolExecutor(workers, thread_name_prefix="recolorize-job") as pool:
-        progress = tqdm(total=len(todo), desc="re-colouring", unit="photo")
+    def report(wait: bool) -> None:
+        """Report finished photos in order (all of them, waiting, with ``wait``)."""
+        while pending and (wait or pending[0][1].done()):
+            k, future, _ = pending.popleft()
+            error = future.exception()
+            if error is None:
+                replay(future.result())
+            else:
+                run.failed(todo[k], _helper_error(error), progress.write)
+            progress.update()
 
-        def report(limit: int) -> None:
-            """Report finished photos in order, waiting while more than ``limit`` are in flight."""
-            while pending and (len(pending) > limit or pending[0][1].done()):
-                k, future = pending.popleft()
-                error = future.exception()
-                if error is None:
-                    logs.replay(records[k])
-                else:
-                    run.failed(todo[k], error, progress.write)
-                records[k] = []
-                progress.update()
+    try:
+        for k, job in enumerate(todo):
+            helping = sum(1 for _, future, here in pending if not here and not future.done())
+            future = helpers.submit(job) if helping < 2 * helpers.count else None
+            pending.append((k, future, False) if future is not None else (k, _here(run, job), True))
+            report(wait=False)
+        report(wait=True)
+    finally:
+        progress.close()
+        torch.set_num_threads(previous)
 
+
+def _here(run: _Run, job: Job) -> Future:
+    """``transfer_one`` in this process, as a finished future holding its log lines (or its error)."""
+    future: Future = Future()
+    records: list[logging.LogRecord] = []
+    with ThreadLogs() as logs:
         try:
-            for k in range(len(todo)):
-                pending.append((k, pool.submit(work, k)))
-                report(limit=workers)  # one photo queued behind the N running, so no worker waits for work
-            report(limit=0)
-        finally:
-            progress.close()
-            sys.setswitchinterval(switch)
-    torch.set_num_threads(torch.get_num_threads())  # MKL's count is process-wide: the caller's again
+            logs.run(records, transfer_one, run, job)
+        except Exception as error:  # noqa: BLE001 - one bad pair must never stop the batch
+            future.set_exception(error)
+            return future
+    future.set_result([(record.name, record.levelno, record.getMessage()) for record in records])
+    return future
+
+
+def _helper_error(error: BaseException) -> BaseException:
+    """A helper's death as a photo's error that says so (its other errors are the photo's own)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(error, BrokenProcessPool):
+        return RuntimeError("the helper process re-colouring it stopped (out of memory?)")
+    return error
 
 
 def _exit_code(run: _Run, plan: Plan) -> int:
