@@ -28,7 +28,10 @@ DOCS = ROOT / "docs" / "architecture.md"
 #: The layers, from the bottom: (name, units). A unit may import its own modules, any unit of a lower
 #: layer and the other units of its layer (unless :data:`APART`), never a unit of a higher layer.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("foundation", frozenset({"errors", "io_utils", "image_formats", "colour", "config", "config_json"})),
+    (
+        "foundation",
+        frozenset({"errors", "io_utils", "image_formats", "colour", "config", "config_json", "process"}),
+    ),
     ("imaging", frozenset({"imaging"})),
     ("pretrained weights", frozenset({"pretrained", "weights"})),
     ("networks", frozenset({"networks"})),

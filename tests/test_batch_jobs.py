@@ -108,7 +108,7 @@ def test_the_command_lets_idle_openmp_threads_sleep() -> None:
     """OMP_WAIT_POLICY=PASSIVE before torch loads (spinning threads starve each other on shared cores),
     unless the user set it."""
     code = (
-        "import os, sys; from recolorize.cli import _passive_openmp_threads; _passive_openmp_threads(); "
+        "import os, sys; from recolorize.process import passive_openmp_threads; passive_openmp_threads(); "
         "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

@@ -136,3 +136,20 @@ def test_one_thread_gives_the_callers_thread_count_back() -> None:
     with pytest.raises(RuntimeError), one_thread():
         raise RuntimeError("an error inside")
     assert torch.get_num_threads() == before
+
+
+def test_the_program_freezes_what_it_imported_and_callers_of_main_keep_their_collector() -> None:
+    """``process.heavy_imports``: in the program, the collector is paused while torch imports and the
+    imported objects are frozen out of its reach after (then it runs again); elsewhere nothing changes."""
+    code = (
+        "import gc, sys\n"
+        "from recolorize import process\n"
+        "process.PROGRAM = sys.argv[1] == 'program'\n"
+        "with process.heavy_imports():\n"
+        "    paused = not gc.isenabled()\n"
+        "    import torch\n"
+        "print(paused, gc.get_freeze_count() > 10000, gc.isenabled())\n"
+    )
+    for mode, expected in (("program", "True True True"), ("library", "False False True")):
+        done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == expected, (mode, done.stdout, done.stderr)

@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 
+from recolorize import process
 from recolorize.errors import exit_code
 
 __all__ = ["main", "entry", "build_parser"]
@@ -50,49 +51,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-#: Commands whose OpenMP threads should sleep when idle: short, photo-by-photo work that shares the cores.
-#: Not training, caching or evaluation: there spinning threads are faster (a stage-3 training step ran at
-#: 19.5 images/s passive against 28.4 spinning on this 2-core machine).
-PASSIVE_COMMANDS = frozenset({"transfer", "lut", "lut-apply", "app"})
-
-
-def _passive_openmp_threads() -> None:
-    """Let idle OpenMP threads sleep instead of spinning, unless the user chose (``OMP_WAIT_POLICY``).
-
-    Why: torch's OpenMP threads spin at every barrier by default. When the cores are shared (a training
-    job, a browser), a spinning thread burns the time slice another one needs, and a 12-MP transfer with
-    two threads took 9.5-12.6 s on this 2-core machine under load against 5.0 s passive (as fast as one
-    thread there). It must be set before torch is imported: OpenMP reads it once, at start-up.
-    """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _one_malloc_arena() -> None:
-    """Have glibc's malloc serve every thread from one arena (as ``MALLOC_ARENA_MAX=1`` would).
-
-    Why: the full-resolution step runs its bands and tiles in a few threads (``inference.parallel``), and
-    glibc gives each thread its own arena, whose freed memory the others cannot reuse: a 12-MP transfer
-    peaked at ~665 MB instead of ~625 MB, for no measurable speed. Skipped where the C library is not glibc.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, dispatch (``errors.exit_code``: a UserError is one line on stderr and exit code 2,
     Ctrl-C exit code 130)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in PASSIVE_COMMANDS:
-        _passive_openmp_threads()
-    _one_malloc_arena()
+    if command in process.PASSIVE_COMMANDS:
+        process.passive_openmp_threads()
+    process.one_malloc_arena()
     parser = build_parser(only=command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
@@ -110,6 +76,7 @@ def entry() -> None:
     is lost: our files are closed by then, and atexit handlers and buffered output run and are flushed.
     ``main`` itself (called by tests, many times in one process) leaves all this alone.
     """
+    process.PROGRAM = True
     code = main()
     gc.freeze()
     if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()[1:]):

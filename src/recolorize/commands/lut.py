@@ -100,8 +100,11 @@ def run(args: argparse.Namespace) -> int:
     check_regular_file(args.reference)
     check_lut_output(args.output, args.overwrite)
 
-    from recolorize.inference.lut import transfer_lut, write_cube
-    from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
+    from recolorize.process import heavy_imports
+
+    with heavy_imports():
+        from recolorize.inference.lut import transfer_lut, write_cube
+        from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
     from recolorize.networks.weights_file import check_weights
 
     check_device(args.device)

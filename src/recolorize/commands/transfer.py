@@ -133,8 +133,11 @@ def run(args: argparse.Namespace) -> int:
     first = FirstDecode(args, plan, max_pixels)  # the first photos decode while torch is imported
     helpers = Helpers.start(args, plan, max_pixels)  # --jobs N: N - 1 processes start loading now
     try:
-        from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
-        from recolorize.networks.weights_file import check_weights
+        from recolorize.process import heavy_imports
+
+        with heavy_imports():
+            from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
+            from recolorize.networks.weights_file import check_weights
 
         check_device(args.device)
         weights = args.weights if args.weights is not None else default_weights_path()

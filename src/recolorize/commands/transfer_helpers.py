@@ -19,6 +19,7 @@ photo being written is left as it was, never half-written).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import multiprocessing
 import os
@@ -111,6 +112,7 @@ def _start(args: argparse.Namespace, max_pixels: int, threads: int) -> None:
     global _RUN
     _RUN = _Run(args, True, max_pixels, _References(max_pixels, keep=2))
     _RUN.recolorizer = load_model(args)
+    gc.freeze()  # what was imported and loaded lives as long as this process (cli.heavy_imports says why)
 
 
 def _ready() -> None:
