@@ -164,11 +164,13 @@ def main() -> None:
             generate_photo(base, (1155, 866), 100 + n, folder / f"photo_{n:02d}.jpg")
 
         def transfer(*arguments: str, before: bool = False) -> list[str]:
-            """``recolorize transfer`` of this tree, or of ``--before`` (through ``env PYTHONPATH``)."""
-            prefix = ["env", f"PYTHONPATH={args.before.resolve()}"] if before else []
+            """``recolorize transfer`` of this tree, or of ``--before`` (``python -m recolorize`` through
+            ``env PYTHONPATH``: the installed script's entry point may not exist in an older tree)."""
+            program = [str(RECOLORIZE)]
+            if before:
+                program = ["env", f"PYTHONPATH={args.before.resolve()}", sys.executable, "-m", "recolorize"]
             return [
-                *prefix,
-                str(RECOLORIZE),
+                *program,
                 "transfer",
                 *arguments,
                 "--overwrite",
