@@ -127,11 +127,14 @@ def run(args: argparse.Namespace) -> int:
         check_lut_output(args.lut, args.overwrite)
 
     from recolorize.commands.transfer_first import FirstDecode
-    from recolorize.commands.transfer_helpers import Helpers
     from recolorize.commands.transfer_run import run_jobs
 
     first = FirstDecode(args, plan, max_pixels)  # the first photos decode while torch is imported
-    helpers = Helpers.start(args, plan, max_pixels)  # --jobs N: N - 1 processes start loading now
+    helpers = None
+    if getattr(args, "jobs", 1) > 1:  # --jobs N: N - 1 processes start loading now
+        from recolorize.commands.transfer_helpers import Helpers
+
+        helpers = Helpers.start(args, plan, max_pixels)
     try:
         from recolorize.process import heavy_imports
 

@@ -25,14 +25,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recolorize.commands.job_logs import ThreadLogs, held_logs
 from recolorize.commands.transfer_first import FirstDecode
-from recolorize.commands.transfer_helpers import Helpers
 from recolorize.commands.transfer_output import check_output, for_saving, render_dtype, write_outputs
 from recolorize.commands.transfer_plan import Job, Plan, describe_reference
 from recolorize.errors import UserError, one_line
+
+if TYPE_CHECKING:  # imported by --jobs only (multiprocessing)
+    from recolorize.commands.transfer_helpers import Helpers
 
 __all__ = [
     "run_jobs",
