@@ -196,8 +196,17 @@ def _batch_process(tmp_path: Path, count: int) -> tuple[subprocess.Popen, Path, 
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,
     )
     return process, out, names
+
+
+def _ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT back to its default in the child: a test run started in the background (``cmd &``, nohup)
+    passes SIGINT on ignored, and Python then never turns it into KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the helper process through /proc (Linux)")
