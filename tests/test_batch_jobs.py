@@ -1,4 +1,5 @@
-"""``recolorize transfer --jobs N``: decoding and writing overlap the re-colouring, the files stay the same.
+"""``recolorize transfer --jobs N``: the command and N - 1 helper processes share a batch; the files, the
+error lines and their order stay those of ``--jobs 1``; a helper's death or Ctrl-C loses nothing else.
 
 Small photos generated from the repository's examples, the shipped model, one thread for torch.
 """
