@@ -255,3 +255,12 @@ def test_ctrl_c_stops_the_helpers_too(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not [(pid, _command(pid)) for pid in helpers if _running(pid)]  # no helper left running
     assert not [p.name for p in out.iterdir() if not p.name.endswith(".jpg")]  # no temporary file
+
+
+def test_helpers_are_no_more_than_the_photos_and_the_cores_allow() -> None:
+    from recolorize.commands.transfer_helpers import helper_count
+
+    assert helper_count(jobs=2, photos=20, cores=2) == 1
+    assert helper_count(jobs=16, photos=20, cores=2) == 1  # 15 helpers would only add ~6 GB
+    assert helper_count(jobs=8, photos=3, cores=16) == 2
+    assert helper_count(jobs=4, photos=1, cores=4) == 0 and helper_count(jobs=1, photos=9, cores=4) == 0

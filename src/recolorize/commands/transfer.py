@@ -79,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="batch only: re-colour N photos at once, in this process and N - 1 helper processes that "
-        f"each load the model (1-{MAX_JOBS}; default 1; each process takes about as much memory as one "
-        "--jobs 1 run)",
+        f"each load the model (1-{MAX_JOBS}, at most one process per CPU core; default 1; each process "
+        "takes about as much memory as one --jobs 1 run)",
     )
     parser.add_argument(
         "--max-pixels",

@@ -32,10 +32,17 @@ from typing import Any
 
 from recolorize.commands.transfer_plan import Job, Plan
 
-__all__ = ["Helpers", "threads_per_process"]
+__all__ = ["Helpers", "helper_count", "threads_per_process"]
 
 #: A helper's log lines: (logger name, level, message), replayed by the command in the photos' order.
 Lines = list[tuple[str, int, str]]
+
+
+def helper_count(jobs: int, photos: int, cores: int) -> int:
+    """Helper processes for ``--jobs jobs``: one fewer than the processes that can be busy at once, which
+    are no more than the photos to do and the cores (a process beyond the cores adds only its memory,
+    ~0.4 GB)."""
+    return max(0, min(jobs, photos, cores) - 1)
 
 
 def threads_per_process(jobs: int) -> int:
@@ -60,11 +67,9 @@ class Helpers:
     @classmethod
     def start(cls, args: argparse.Namespace, plan: Plan, max_pixels: int) -> Helpers | None:
         """Helpers for this plan: only a batch with ``--jobs`` above 1 and more than one photo to do."""
-        jobs = getattr(args, "jobs", 1)
         todo = sum(1 for job in plan.jobs if args.overwrite or not job.output.exists())
-        if not plan.batch or jobs <= 1 or todo <= 1:
-            return None
-        return cls(args, max_pixels, min(jobs, todo) - 1)
+        count = helper_count(getattr(args, "jobs", 1), todo if plan.batch else 1, os.cpu_count() or 1)
+        return cls(args, max_pixels, count) if count else None
 
     def submit(self, job: Job) -> Future | None:
         """Hand ``job`` to a helper; None once the helpers are gone (the command does the rest)."""
