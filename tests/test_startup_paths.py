@@ -153,3 +153,29 @@ def test_the_program_freezes_what_it_imported_and_callers_of_main_keep_their_col
     for mode, expected in (("program", "True True True"), ("library", "False False True")):
         done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
         assert done.stdout.strip() == expected, (mode, done.stdout, done.stderr)
+
+
+def test_a_profiled_run_still_writes_its_profile(tmp_path) -> None:
+    """Under ``python -m cProfile`` the quick exit steps aside, or the profile would never be written."""
+    profile = tmp_path / "run.prof"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(profile),
+            "-m",
+            "recolorize",
+            "transfer",
+            str(EXAMPLES / "source.jpg"),
+            str(EXAMPLES / "reference.jpg"),
+            "-o",
+            str(tmp_path / "out.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert profile.stat().st_size > 10_000 and (tmp_path / "out.jpg").exists()

@@ -72,8 +72,9 @@ def entry() -> None:
 
     Why: at exit Python's cyclic garbage collector walks every object still alive, and with torch imported
     that is ~0.3 s of every run (a 12-MP transfer took 2.1 s, 1.75 s without it). ``gc.freeze`` moves them
-    out of its reach and ``_exit_now`` skips the rest of the teardown; the process is ending, so nothing
-    is lost: our files are closed by then, and atexit handlers and buffered output run and are flushed.
+    out of its reach and ``_exit_now`` skips the rest of the teardown (not under a profiler or debugger,
+    which must report at exit); the process is ending, so nothing is lost: our files are closed by then,
+    and atexit handlers and buffered output run and are flushed.
     ``main`` itself (called by tests, many times in one process) leaves all this alone.
     """
     process.PROGRAM = True
@@ -81,6 +82,8 @@ def entry() -> None:
     gc.freeze()
     if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()[1:]):
         sys.exit(code)  # someone still running (none of ours): the normal exit, which waits for them
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # under a profiler or debugger (python -m cProfile): let it finish and report
     _exit_now(code)
 
 
