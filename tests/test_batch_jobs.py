@@ -264,3 +264,22 @@ def test_helpers_are_no_more_than_the_photos_and_the_cores_allow() -> None:
     assert helper_count(jobs=16, photos=20, cores=2) == 1  # 15 helpers would only add ~6 GB
     assert helper_count(jobs=8, photos=3, cores=16) == 2
     assert helper_count(jobs=4, photos=1, cores=4) == 0 and helper_count(jobs=1, photos=9, cores=4) == 0
+
+
+def test_a_helpers_error_reaches_the_command_as_a_plain_exception() -> None:
+    """What crosses from a helper: a UserError's one line, a built-in exception as it is, anything else as
+    a RuntimeError that names it (no object of an arbitrary class is rebuilt in the command)."""
+    from recolorize.commands.transfer_helpers import _portable
+    from recolorize.errors import UserError, WeightsError
+
+    user = _portable(WeightsError("model.safetensors is truncated"))
+    assert type(user) is UserError and str(user) == "model.safetensors is truncated"
+    builtin = ValueError("bad value")
+    assert _portable(builtin) is builtin
+
+    class Odd(Exception):
+        def __init__(self, a: int, b: int) -> None:
+            super().__init__(f"{a} and {b}")
+
+    odd = _portable(Odd(1, 2))
+    assert type(odd) is RuntimeError and str(odd) == "Odd: 1 and 2"

@@ -23,7 +23,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,6 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from recolorize.commands.transfer_plan import Job, Plan
+from recolorize.errors import UserError
 
 __all__ = ["Helpers", "helper_count", "threads_per_process"]
 
@@ -62,7 +62,8 @@ class Helpers:
             initializer=_start,
             initargs=(args, max_pixels, threads_per_process(count + 1)),
         )
-        self.started = [self.pool.submit(_ready) for _ in range(count)]  # each starts loading now
+        for _ in range(count):  # each helper starts, and loads its model, now rather than at its first photo
+            self.pool.submit(_ready)
 
     @classmethod
     def start(cls, args: argparse.Namespace, plan: Plan, max_pixels: int) -> Helpers | None:
@@ -150,9 +151,10 @@ def _run_job(job: Job) -> Lines:
 
 
 def _portable(error: Exception) -> Exception:
-    """``error`` itself if it survives the trip to the command, else a RuntimeError that names it."""
-    try:
-        pickle.loads(pickle.dumps(error))
+    """``error`` in a form that surely crosses to the command: a ``UserError`` (its one line) or a built-in
+    exception as it is (their arguments are plain values), anything else as a RuntimeError that names it."""
+    if isinstance(error, UserError):
+        return UserError(str(error))
+    if type(error).__module__ == "builtins":
         return error
-    except Exception:  # noqa: BLE001 - any error that cannot be pickled
-        return RuntimeError(f"{type(error).__name__}: {error}")
+    return RuntimeError(f"{type(error).__name__}: {error}")

@@ -70,14 +70,14 @@ class _Grid:
         rows = torch.arange(height, device=device, dtype=dtype)
         cols = torch.arange(width, device=device, dtype=dtype)
         # GuidedUpsampler._axis is the generator's own rule for cell index and position in cell units.
-        self.cy, self.ys, _ = GuidedUpsampler._axis(rows, h, height)
+        cy, self.ys, _ = GuidedUpsampler._axis(rows, h, height)
         cx, xs, _ = GuidedUpsampler._axis(cols, w, width)
         self.h, self.w, self.radius = h, w, radius
         shifted = cx[None, :] + torch.tensor([-1.0, 0.0, 1.0], device=device, dtype=dtype)[:, None]  # (3, W)
         self.ix_all = shifted.clamp(0, w - 1).long()  # the cell column of each pixel's 3 dx neighbours
         self.wx_all = (1.0 - (xs[None, :] - shifted).abs() / radius).clamp_min(0.0)  # their tent weights
         self.cx_index = cx.long()
-        self.cy_list = self.cy.long().tolist()
+        self.cy_list = cy.long().tolist()
         neighbours = torch.arange(w, device=device)[:, None] + torch.tensor([-1, 0, 1], device=device)
         self.neighbours = neighbours.clamp(0, w - 1)  # (w, 3): cell columns cx-1, cx, cx+1
 

@@ -74,13 +74,13 @@ DIRECT_MAX_PIXELS = 1 << 19
 #: percentile 6.6 for both), at half the rendering and fitting time; 0.13 MP was faster still but its
 #: worst pixels were worse (8.4), at edges between differently re-coloured regions.
 CARRY_PIXELS = 1 << 18
+CARRY_RADIUS = 1
+CARRY_EPS = 3e-6
 #: Above this many pixels the freed memory of each step is handed back to the system before the next step
 #: (``parallel.return_free_memory``: a 12-MP photo peaks ~25 MB lower). Below it the pages would only fault
 #: back in for the next photo of a batch: 20 1-MP photos took 420k minor page faults with the trims and
 #: 124k-255k without (1.2 s against 0.7-1.0 s of system time, two jobs on 2 cores).
 TRIM_PIXELS = 4_000_000
-CARRY_RADIUS = 1
-CARRY_EPS = 3e-6
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ weight file can be bad is one ``WeightsError`` (a ``ValueError``) in one sentenc
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import stat
@@ -167,9 +168,12 @@ def check_weights(path: str | Path) -> ModelConfig:
     path = Path(path)
     tensors, metadata = read_safetensors_header(path)
     config = _read_config(path, metadata)
-    from recolorize.config import CONFIGS
-
-    expected = _expected_tensors(config, CONFIGS.get(config.name) == config, path)
+    try:
+        expected = _expected_tensors(config)
+    except Exception as exc:  # noqa: BLE001 - a config that passed the checks but builds no model
+        raise WeightsError(
+            f"{path}: config {config.name!r} does not build a model ({one_line(exc)})"
+        ) from None
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     if missing or unexpected:
@@ -182,45 +186,33 @@ def check_weights(path: str | Path) -> ModelConfig:
         raise WeightsError(f"{path} does not fit config {config.name!r}: {'; '.join(parts)}")
     for name, want in expected.items():
         dtype, shape = tensors[name]
-        want_shape, want_float, want_dtype = want
+        want_shape, want_dtype = want
         if shape != want_shape:
             raise WeightsError(
                 f"{path} does not fit config {config.name!r}: {name} has shape {shape}, the model needs "
                 f"{want_shape}"
             )
-        if (dtype in _FLOAT_DTYPES) != want_float:
+        if (dtype in _FLOAT_DTYPES) != want_dtype.is_floating_point:
             raise WeightsError(f"{path}: tensor {name} is {dtype}, the model needs {want_dtype}")
     return config
 
 
-#: Tensor name -> (shape, floating point?, dtype) of the model a config builds.
-_Expected = dict[str, tuple[tuple[int, ...], bool, torch.dtype]]
-_EXPECTED: dict[ModelConfig, _Expected] = {}
-
-
-def _expected_tensors(config: ModelConfig, known: bool, path: Path) -> _Expected:
-    """What a weight file for ``config`` must hold, from a skeleton built once per config and process.
+@functools.lru_cache(maxsize=8)
+def _expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Tensor name -> (shape, dtype) of the model ``config`` builds, from a skeleton built once per config
+    and process (callers must not change the dict).
 
     Why kept: ``transfer`` checks the weight file before decoding any photo and ``RecolorModel.load`` checks
     it again before reading it; building the skeleton twice was ~0.05-0.09 s of every CLI run. The file
     itself (header, names, shapes) is read and compared every time.
     """
-    if config in _EXPECTED:
-        return _EXPECTED[config]
+    from recolorize.config import CONFIGS
     from recolorize.networks.model import RecolorModel  # the model module loads weights through this one
 
-    try:  # fork_rng: checking a file must not move the global random stream (training seeds after it)
-        with torch.random.fork_rng(devices=[]), torch.device("cpu" if known else "meta"):
-            skeleton = RecolorModel(config, semantic=nn.Identity())
-    except Exception as exc:  # noqa: BLE001 - a config that passed the checks but builds no model
-        raise WeightsError(
-            f"{path}: config {config.name!r} does not build a model ({one_line(exc)})"
-        ) from None
-    expected = {
-        name: (tuple(tensor.shape), tensor.is_floating_point(), tensor.dtype)
-        for name, tensor in skeleton.trainable_state_dict().items()
+    known = CONFIGS.get(config.name) == config
+    # fork_rng: checking a file must not move the global random stream (training seeds after it)
+    with torch.random.fork_rng(devices=[]), torch.device("cpu" if known else "meta"):
+        skeleton = RecolorModel(config, semantic=nn.Identity())
+    return {
+        name: (tuple(tensor.shape), tensor.dtype) for name, tensor in skeleton.trainable_state_dict().items()
     }
-    if len(_EXPECTED) >= 8:  # a few configs per process at most (tests build many)
-        _EXPECTED.pop(next(iter(_EXPECTED)))
-    _EXPECTED[config] = expected
-    return expected
