@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "foundation",
         frozenset({"errors", "io_utils", "image_formats", "colour", "config", "config_json", "process"}),
     ),
-    ("imaging", frozenset({"imaging"})),
+    ("imaging and the colour prior", frozenset({"imaging", "prior"})),
     ("pretrained weights", frozenset({"pretrained", "weights"})),
     ("networks", frozenset({"networks"})),
     ("network maths", frozenset({"lpips", "losses", "optimize"})),
@@ -49,10 +49,11 @@ APART: frozenset[tuple[str, str]] = frozenset(
     {("inference", "training"), ("training", "inference"), ("app", "commands")}
 )
 
-#: Largest module (lines) and function (lines from ``def`` to its last line, as ``end_lineno - lineno``).
-MAX_MODULE_LINES = 400
+#: Largest function (lines from ``def`` to its last line, as ``end_lineno - lineno``): a newcomer reads one
+#: job at a time. Modules have no line cap (retired in issue 21: one job per module is the rule, and a split
+#: made only to pass a cap scattered one job over several files).
 MAX_FUNCTION_LINES = 80
-#: Modules still over the limits while they are being split (issue 13); each must still be over them, so
+#: Modules with functions still over the limit while they are being split; each must still be over it, so
 #: that an entry is removed as soon as its split lands.
 NOT_YET_SPLIT: frozenset[str] = frozenset()
 
@@ -269,12 +270,10 @@ def test_the_docs_draw_these_layers() -> None:
 
 
 def oversized(path: Path) -> list[str]:
-    """What in a module is over :data:`MAX_MODULE_LINES` / :data:`MAX_FUNCTION_LINES`, one line each."""
+    """What in a module is over :data:`MAX_FUNCTION_LINES`, one line each."""
     text = path.read_text(encoding="utf-8")
     where = path.relative_to(PACKAGE.parent).as_posix()
     found = []
-    if len(text.splitlines()) > MAX_MODULE_LINES:
-        found.append(f"{where}: {len(text.splitlines())} lines (at most {MAX_MODULE_LINES})")
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno
@@ -285,7 +284,7 @@ def oversized(path: Path) -> list[str]:
     return found
 
 
-def test_modules_and_functions_are_small() -> None:
+def test_functions_are_small() -> None:
     paths = sorted(PACKAGE.rglob("*.py"))
     too_long = [
         line

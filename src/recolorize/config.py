@@ -34,7 +34,7 @@ NUM_STYLES = 20
 
 SemanticBackbone = Literal["vgg16", "efficientnet_lite0"]
 GeneratorKind = Literal["conv", "pointwise"]
-ColourPrior = Literal["none", "mkl", "correspondence", "correspondence-quadratic"]
+ColourPrior = Literal["none", "mkl", "correspondence", "correspondence-quadratic", "correspondence-lut"]
 LatentLevels = Literal["all", "w1_only", "w3_only"]
 
 
@@ -81,7 +81,10 @@ class ModelConfig:
         "correspondence" / "correspondence-quadratic" (an affine / quadratic map fitted by robust regression
         to the colours of mutually best-matching cells of the 1/8 correspondence: the reference's grade
         where both photos show the same thing), "mkl" (Pitie's linear map of the two colour distributions)
-        or "none" (base = the source). Pointwise generator only.
+        or "none" (base = the source); "correspondence-lut" is ``recolorize.prior``: a robust cubic and a
+        cross-validated 9^3 lattice fitted to mutual matches of 48 x 48 cells of 384-px copies of the two
+        photos (computed from the photos by inference and stored by the training cache). Pointwise
+        generator only.
     colour_statistics: P_W adds a code of both images' colour statistics (Lab mean, spread and quantiles,
         RGB quantiles) to w before the ASPP heads: an alignment-free global descriptor (E_w was trained on
         aligned pairs, the stage-3 pairs are not aligned).
@@ -302,6 +305,8 @@ CONFIGS: dict[str, ModelConfig] = {
 # MKL (phases 1-2), then the affine correspondence prior (phase 3), then the quadratic one (phase 4).
 CONFIGS["pointwise-mkl"] = CONFIGS["pointwise"].replace(name="pointwise-mkl", prior="mkl")
 CONFIGS["pointwise-affine"] = CONFIGS["pointwise"].replace(name="pointwise-affine", prior="correspondence")
+# issue 21: the same networks over the lattice prior read off a 384-px correspondence (recolorize.prior)
+CONFIGS["pointwise-lut"] = CONFIGS["pointwise"].replace(name="pointwise-lut", prior="correspondence-lut")
 
 TRAIN_CONFIGS: dict[str, TrainConfig] = {
     "paper": TrainConfig(

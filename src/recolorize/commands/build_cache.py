@@ -31,6 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--items", type=int, default=12288, help="number of triples (default 12288)")
     parser.add_argument("--resolution", type=int, default=128, help="side of the crops (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--prior-size",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="crop at PX (384: the colour prior's size), fit and store each triple's prior lattice there, "
+        "store the images at --resolution (default 0: no prior)",
+    )
     parser.add_argument("--shard-size", type=int, default=512, help="triples per shard file (default 512)")
     parser.set_defaults(func=run)
 
@@ -50,8 +58,16 @@ def run(args: argparse.Namespace) -> int:
     photos = discover_photos(args.data, exclude=args.exclude)
     if not photos:
         raise UserError("no photos found under --data")
+    if args.prior_size and args.prior_size != 384:
+        raise UserError(
+            f"--prior-size is 0 or 384 (the size inference fits the prior at), got {args.prior_size}"
+        )
     settings = CacheSettings(
-        resolution=args.resolution, items=args.items, seed=args.seed, shard_size=args.shard_size
+        resolution=args.resolution,
+        items=args.items,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        prior_size=args.prior_size,
     )
     try:
         out = build_cache(photos, args.out, settings)

@@ -40,6 +40,7 @@ from recolorize.data.folders import Photo
 from recolorize.data.geometry import GeometryRanges, alter_geometry
 from recolorize.data.pairs import PhotoDataset
 from recolorize.data.region_edits import edit_regions, to_greyscale
+from recolorize.imaging.convert import resize_for_network
 from recolorize.io_utils import atomic_write
 
 __all__ = [
@@ -71,6 +72,10 @@ class CacheSettings:
     grey_fraction: float = 0.04
     original_source_probability: float = 0.3
     backbone: str = "efficientnet_lite0"
+    #: 0: no prior stored. Else each triple is cropped at this size, the colour prior's lattice is fitted
+    #: there (``recolorize.prior``, as inference fits it from the photos) and stored as ``prior``
+    #: (N, S, S, S, 3) float32, and the images are stored shrunk to ``resolution``.
+    prior_size: int = 0
 
 
 def is_cache(folder: str | Path) -> bool:
@@ -82,7 +87,7 @@ class _TripleMaker(PhotoDataset):
     """Makes item ``i`` of a cache from its own random generator (crop, colours, geometry)."""
 
     def __init__(self, photos: Sequence[Photo], settings: CacheSettings) -> None:
-        super().__init__(photos, settings.resolution, seed=settings.seed)
+        super().__init__(photos, settings.prior_size or settings.resolution, seed=settings.seed)
         self.settings = settings
         self.augmenter = ColourAugmenter(AugmentationRanges())
         self.geometry = GeometryRanges()
@@ -110,9 +115,18 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def build_cache(
-    photos: Sequence[Photo], out: str | Path, settings: CacheSettings, batch: int = 64, progress: bool = True
+    photos: Sequence[Photo],
+    out: str | Path,
+    settings: CacheSettings,
+    batch: int = 64,
+    progress: bool = True,
+    reverse: bool = False,
 ) -> Path:
-    """Build (or finish) the cache in ``out``; returns ``out``. A different existing cache is refused."""
+    """Build (or finish) the cache in ``out``; returns ``out``. A different existing cache is refused.
+
+    reverse: build the missing shards last first, so that a second process (one thread each) shares the
+    work of a first one: each skips a shard the other finished (items depend only on (seed, index)).
+    """
     from tqdm import tqdm
 
     from recolorize.networks.backbones import build_semantic_backbone
@@ -130,16 +144,25 @@ def build_cache(
             tmp.write_text(json.dumps(meta, indent=2) + "\n")
     maker = _TripleMaker(photos, settings)
     backbone = build_semantic_backbone(settings.backbone)
+    keys = IMAGE_KEYS + FEATURE_KEYS + (("prior",) if settings.prior_size else ())
     shards = math.ceil(settings.items / settings.shard_size)
     todo = [k for k in range(shards) if not (out / f"shard_{k:05d}.safetensors").is_file()]
     bar = tqdm(total=settings.items, desc="cache", unit="triple", disable=not progress)
     bar.update(settings.items - sum(_shard_len(settings, k) for k in todo))
-    for shard in todo:
+    for shard in reversed(todo) if reverse else todo:
+        if (out / f"shard_{shard:05d}.safetensors").is_file():
+            continue  # a second process finished it meanwhile
         start = shard * settings.shard_size
         stop = min(settings.items, start + settings.shard_size)
-        tensors: dict[str, list[torch.Tensor]] = {key: [] for key in IMAGE_KEYS + FEATURE_KEYS}
+        tensors: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
         for first in range(start, stop, batch):
             items = [maker[i] for i in range(first, min(stop, first + batch))]
+            if settings.prior_size:
+                tensors["prior"].append(_priors(backbone, items))
+                items = [
+                    {k: resize_for_network(v[None], settings.resolution)[0] for k, v in item.items()}
+                    for item in items
+                ]
             for key in IMAGE_KEYS:
                 stacked = torch.stack([item[key] for item in items])
                 tensors[key].append(_to_uint8(stacked))
@@ -154,6 +177,22 @@ def build_cache(
             save_file({key: torch.cat(parts).contiguous() for key, parts in tensors.items()}, str(tmp))
     bar.close()
     return out
+
+
+def _priors(backbone: torch.nn.Module, items: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """The prior lattice of each triple (source -> reference), from its crops as they are, (N, S, S, S, 3)."""
+    from recolorize.networks.prior_features import prior_descriptors
+    from recolorize.prior import fit_prior
+
+    copies = [
+        item[role].permute(1, 2, 0).contiguous().numpy() for item in items for role in ("source", "reference")
+    ]
+    described = prior_descriptors(backbone, copies)
+    lattices = [
+        fit_prior(copies[2 * k], copies[2 * k + 1], described[2 * k], described[2 * k + 1])[0].lattice
+        for k in range(len(items))
+    ]
+    return torch.from_numpy(np.stack(lattices))
 
 
 def _shard_len(settings: CacheSettings, shard: int) -> int:
@@ -233,4 +272,6 @@ class CachedTriples(_CachedDataset):
         item.update(
             {key: self.cache.tensors[key][index] for key in FEATURE_KEYS if key in self.cache.tensors}
         )
+        if "prior" in self.cache.tensors:  # (S, S, S, 3) -> the generator's (3, S, S, S)
+            item["prior"] = self.cache.tensors["prior"][index].permute(3, 0, 1, 2)
         return item

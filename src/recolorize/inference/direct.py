@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from recolorize.inference.parallel import for_each
-from recolorize.networks.colour_prior import colour_terms
+from recolorize.networks.colour_prior import apply_lattice_torch, colour_terms, is_lattice
 from recolorize.networks.pointwise import (
     HINT_CHANNELS,
     Conditioning,
@@ -225,7 +225,9 @@ def _tile_colours(
     """The generator's per-pixel network on a tile: rgb and guide (pixels, 3), styles and hint (pixels, C);
     returns the output colours (pixels, 3), the prior's base plus the network's residual."""
     pixels = rgb.shape[0]
-    if prior is not None:
+    if prior is not None and is_lattice(prior):
+        base = apply_lattice_torch(prior, rgb.t()[None, :, None, :])[0, :, 0].t()
+    elif prior is not None:
         matrix = prior[0].to(rgb.dtype)
         base = torch.addmm(matrix[:, -1], rgb, matrix[:, :3].t())
         if matrix.shape[1] > 4:  # a degree-2 map: its quadratic terms too (colour_prior.colour_terms)

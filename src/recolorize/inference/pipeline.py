@@ -156,6 +156,8 @@ class Recolorizer:
         # re-coloured after one reference computes them once (~9 ms of ~0.3 s a 1-MP photo).
         self._reference_memo: tuple[weakref.ref, int, torch.Tensor, dict] | None = None
         self._reference_lock = threading.Lock()
+        # the same for the lattice prior's reference descriptors (weakref to the decoded reference, them)
+        self._prior_memo: tuple[weakref.ref, list[np.ndarray]] | None = None
 
     @classmethod
     def from_pretrained(
@@ -215,7 +217,10 @@ class Recolorizer:
             self_maps = inputs.source_maps
             if self_maps is None:
                 self_maps = self.model.self_maps(source_low)
-            predicted, conditioning = self.model.predict(source_low, reference_low, inputs=inputs)
+            prior = self._lattice_prior(source_image, reference_images)
+            predicted, conditioning = self.model.predict(
+                source_low, reference_low, inputs=inputs, prior=prior
+            )
         done = time.perf_counter()
         return PreparedPair(
             source=source_image,
@@ -225,6 +230,31 @@ class Recolorizer:
             conditioning=conditioning,
             timings={"load": loaded - start, "predict": done - loaded},
         )
+
+    def _lattice_prior(self, source: LoadedImage, references: list[LoadedImage]) -> torch.Tensor | None:
+        """The lattice prior (``recolorize.prior``) from the photos themselves at 384 px, for a model whose
+        config asks for it; a single reference's descriptors are kept for the next photo of a folder."""
+        if self.model.config.prior != "correspondence-lut":
+            return None
+        from recolorize.networks.prior_features import (
+            lattice_tensor,
+            pair_prior,
+            prior_copy,
+            prior_descriptors,
+        )
+
+        described = None
+        if len(references) == 1:
+            with self._reference_lock:
+                memo = self._prior_memo
+                if memo is not None and memo[0]() is references[0]:
+                    described = memo[1]
+            if described is None:
+                described = prior_descriptors(self.model.semantic, [prior_copy(references[0].rgb)])
+                with self._reference_lock:
+                    self._prior_memo = (weakref.ref(references[0]), described)
+        lattice = pair_prior(self.model.semantic, source.rgb, [r.rgb for r in references], described)
+        return lattice_tensor(lattice, self.device)
 
     def _reference_side(self, image: LoadedImage) -> tuple[torch.Tensor, dict]:
         """I_R at the working resolution and its ``reference_features``, reused while the same decoded

@@ -30,6 +30,8 @@ __all__ = [
     "colour_terms",
     "mutual_matches",
     "apply_colour_affine",
+    "apply_lattice_torch",
+    "is_lattice",
     "lerp_affine",
 ]
 
@@ -171,9 +173,25 @@ def correspondence_map(
     return fitted.to(source.dtype).contiguous()
 
 
+def apply_lattice_torch(lattice: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """A prior lattice (B, 3, S, S, S) ([r, g, b] indices) at colours (B, 3, H, W) by trilinear
+    interpolation (inputs clamped to [0, 1]), (B, 3, H, W); the NumPy twin is ``prior.apply_lattice``."""
+    grid = colours.clamp(0.0, 1.0).flip(1).permute(0, 2, 3, 1)[:, None] * 2.0 - 1.0  # (B, 1, H, W, [b g r])
+    out = F.grid_sample(lattice.to(colours.dtype), grid, mode="bilinear", align_corners=True)
+    return out[:, :, 0]
+
+
+def is_lattice(prior: torch.Tensor) -> bool:
+    """Whether a prior tensor is a lattice (B, 3, S, S, S) rather than coefficients (B, 3, K)."""
+    return prior.dim() == 5
+
+
 def apply_colour_affine(affine: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """A colour map (B, 3, K) per pixel of image (B, 3, H, W) -> (B, 3, H, W), not clipped: ``M @ rgb + t``
-    for an affine map (K = 4), plus ``Q @ quadratic terms`` for a degree-2 map (K = 10)."""
+    for an affine map (K = 4), plus ``Q @ quadratic terms`` for a degree-2 map (K = 10); a lattice
+    (B, 3, S, S, S) by trilinear interpolation."""
+    if is_lattice(affine):
+        return apply_lattice_torch(affine, image)
     coefficients = affine.to(image.dtype)
     out = torch.einsum("bij,bjhw->bihw", coefficients[:, :, :3], image)
     if coefficients.shape[2] == TERMS[2]:
@@ -187,5 +205,10 @@ def apply_colour_affine(affine: torch.Tensor, image: torch.Tensor) -> torch.Tens
 def lerp_affine(affine: torch.Tensor, strength: float) -> torch.Tensor:
     """The map ``strength`` of the way from the identity to ``affine`` (0 = identity, 1 = ``affine``); the
     maps are linear in their coefficients, so this is also the blend of their outputs."""
+    if is_lattice(affine):
+        size = affine.shape[-1]
+        axis = torch.linspace(0.0, 1.0, size, device=affine.device, dtype=affine.dtype)
+        identity = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))[None].expand_as(affine)
+        return identity.lerp(affine, strength)
     identity = identity_affine(affine.shape[0], affine.device, affine.dtype, affine.shape[2])
     return identity.lerp(affine, strength)

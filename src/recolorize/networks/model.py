@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -128,12 +129,20 @@ class RecolorModel(nn.Module):
         colours_of: torch.Tensor,
         hint: torch.Tensor | None = None,
         inputs: PredictorInputs | None = None,
+        prior: torch.Tensor | None = None,
     ) -> Conditioning | None:
         """The pair's prior (config.prior), a map from ``image_in``'s colours toward ``colours_of``'s, and
         the colour hint. The correspondence prior matches cells along P_W's 1/8 correspondence (``inputs``);
-        without ``inputs`` the two images are taken as aligned (a stage-1 pair)."""
+        without ``inputs`` the two images are taken as aligned (a stage-1 pair).
+
+        prior: the lattice prior (B, 3, S, S, S) when the caller fitted it from the photos (inference) or
+        read it from the training cache; "correspondence-lut" without it fits it from these images."""
         if self.config.generator != "pointwise":
             return None
+        if self.config.prior == "correspondence-lut":
+            if prior is None:
+                prior = self.lattice_prior(image_in, colours_of, aligned=inputs is None)
+            return Conditioning(prior=prior.to(image_in.device, image_in.dtype), hint=hint)
         prior = None
         if self.config.prior == "mkl":
             prior = mkl_affine(image_in, colours_of)
@@ -152,6 +161,24 @@ class RecolorModel(nn.Module):
                     fallback=mkl_affine(image_in, colours_of),
                 )
         return Conditioning(prior=prior, hint=hint)
+
+    def lattice_prior(self, image_in: torch.Tensor, colours_of: torch.Tensor, aligned: bool) -> torch.Tensor:
+        """``recolorize.prior``'s lattice (B, 3, S, S, S) from these images as they are: matched along the
+        frozen network's descriptors, or cell for cell when ``aligned`` (a stage-1 pair)."""
+        from recolorize.networks.prior_features import lattice_tensor, pair_prior
+        from recolorize.prior import fit_lattice
+        from recolorize.prior.matching import cell_colours
+
+        lattices = []
+        for source, reference in zip(image_in.detach().cpu(), colours_of.detach().cpu(), strict=True):
+            if aligned:
+                grid = (source.shape[1] // 8, source.shape[2] // 8)
+                pixels_in = cell_colours(source.permute(1, 2, 0).numpy(), grid)
+                pixels_out = cell_colours(reference.permute(1, 2, 0).numpy(), grid)
+                lattices.append(fit_lattice(pixels_in, pixels_out, np.ones(len(pixels_in))).lattice)
+            else:
+                lattices.append(pair_prior(self.semantic, source, [reference]))
+        return lattice_tensor(lattices, image_in.device)
 
     def self_conditioning(self, image: torch.Tensor) -> Conditioning | None:
         """A self-reconstruction's conditioning: identity prior, no hint (the MKL map of I onto I)."""
@@ -262,10 +289,12 @@ class RecolorModel(nn.Module):
         mask_ratio: float = 0.0,
         generator: torch.Generator | None = None,
         inputs: PredictorInputs | None = None,
+        prior: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], Conditioning | None]:
         """W = P_W(I_S, I_R) as the 20 layer inputs of G', and the generator's conditioning for the pair.
 
         reference: one I_R or several (``reference_canvas``); the prior is fitted over all of them.
+        prior: a lattice prior fitted before (``pair_conditioning``).
         """
         if not isinstance(reference, torch.Tensor):
             if inputs is None:
@@ -276,7 +305,7 @@ class RecolorModel(nn.Module):
         maps, hint = self.predictor.forward_with_hint(
             source, reference, inputs, mask_ratio=mask_ratio, generator=generator
         )
-        return self.expand_predicted(maps), self.pair_conditioning(source, reference, hint, inputs)
+        return self.expand_predicted(maps), self.pair_conditioning(source, reference, hint, inputs, prior)
 
     def predict_maps(
         self,

@@ -241,7 +241,8 @@ def _predictor_forward(
     """Stage 3: I_P = G'(I_S, P_W(I_S, I_R)) with masking ratio ``mask_ratio`` drawn from ``generator``."""
     source, reference, target = batch["source"], batch["reference"], batch["target"]
     inputs = model.predictor_inputs(source, reference, features=batch)  # cached frozen features if present
-    maps, conditioning = model.predict(source, reference, mask_ratio, generator, inputs)  # W = P_W
+    prior = batch.get("prior")  # the cache's lattice prior, fitted at 384 px as inference fits it
+    maps, conditioning = model.predict(source, reference, mask_ratio, generator, inputs, prior)  # W = P_W
     stride, phase = _pixel_grid(model, generator, pixel_stride)
     prediction = model.generate(source, maps, conditioning, stride, phase).float()  # I_P
     source, reference, target = (_sample(x, stride, phase) for x in (source, reference, target))

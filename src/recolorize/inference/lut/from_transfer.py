@@ -19,8 +19,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["LUT_METHODS", "pooled_generator_lut", "transfer_lut"]
 
-#: How a transfer becomes a LUT (the package docstring); the first is the default.
-LUT_METHODS: tuple[str, ...] = ("fit", "pooled")
+#: How a transfer becomes a LUT (the package docstring); the first is the default. "prior": the model's
+#: colour prior lattice itself (models with the lattice prior), exactly, without f's residual.
+LUT_METHODS: tuple[str, ...] = ("fit", "pooled", "prior")
+
+
+def prior_lut(prepared: PreparedPair, strength: float = 1.0, size: int = LUT_SIZE) -> Lut3D | None:
+    """The pair's lattice prior (``recolorize.prior``) at ``strength`` resampled to a ``size``^3 LUT, or None
+    for a model without one. Exact when (size - 1) is a multiple of the prior's (size - 1) (33 over 9: the
+    finer lattice's trilinear pieces lie inside the coarse ones, where the coarse map is multilinear)."""
+    from recolorize.networks.colour_prior import is_lattice
+    from recolorize.prior import apply_lattice, lerp_lattice
+
+    prior = prepared.conditioning.prior if prepared.conditioning is not None else None
+    if prior is None or not is_lattice(prior):
+        return None
+    coarse = prior[0].permute(1, 2, 3, 0).cpu().numpy()
+    coarse = lerp_lattice(coarse, strength)
+    return Lut3D(apply_lattice(coarse, lattice(size)))
 
 
 def pooled_generator_lut(
@@ -78,6 +94,13 @@ def transfer_lut(
         return Lut3D.identity(size)
     if method == "pooled":
         return pooled_generator_lut(recolorizer, prepared, strength, size)
+    base = prior_lut(prepared, strength, size)
+    if method == "prior":
+        if base is None:
+            raise UserError(
+                "--method prior needs a model with the lattice colour prior (config pointwise-lut)"
+            )
+        return base
     source = prepared.source
     if source.height * source.width > max_samples:
         scale = math.sqrt(max_samples / (source.height * source.width))
@@ -85,4 +108,13 @@ def transfer_lut(
         small = resize_for_network(source.tensor(), shape)[0].permute(1, 2, 0).numpy()
         source = LoadedImage(rgb=np.ascontiguousarray(small))
     rendered = recolorizer.render_array(dataclasses.replace(prepared, source=source), strength)
-    return fit_lut(source.rgb, rendered, size=size, max_samples=max_samples)
+    if base is None:
+        return fit_lut(source.rgb, rendered, size=size, max_samples=max_samples)
+    # the prior exactly, plus f's residual fitted as a LUT: colours the photo lacks keep the prior's look
+    from recolorize.prior import apply_lattice
+
+    residual = rendered - apply_lattice(base.table, source.rgb)
+    fitted = fit_lut(
+        source.rgb, np.clip(source.rgb + residual, -1.0, 2.0), size=size, max_samples=max_samples
+    )
+    return Lut3D(base.table + (fitted.table - lattice(size)))

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from recolorize.prior.lattice import identity_lattice
+
 __all__ = ["LUT_SIZE", "Lut3D", "lattice", "apply_lut", "as_unit"]
 
 #: Lattice points per axis of the LUTs we make: 33 is the size editors (Resolve, Premiere) expect.
@@ -84,9 +86,7 @@ def _domain(value: Any, what: str) -> np.ndarray:
 
 def lattice(size: int) -> np.ndarray:
     """The identity lattice (size, size, size, 3), indexed [r, g, b]."""
-    axis = np.linspace(0.0, 1.0, size, dtype=np.float32)
-    r, g, b = np.meshgrid(axis, axis, axis, indexing="ij")
-    return np.stack([r, g, b], axis=-1)
+    return identity_lattice(size)
 
 
 def apply_lut(lut: Lut3D, rgb: np.ndarray) -> np.ndarray:
