@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from recolorize.app.jobs import ALLOWED_FORMATS
 from recolorize.app.validation import (
     MAX_REFERENCES,
     MULTIPART_OVERHEAD,
     HTTPProblem,
+    attachment_header,
     is_loopback,
     mb_pair,
     parse_content_length,
@@ -31,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["AppHandler"]
 
 logger = logging.getLogger(__name__)
+
+#: Control characters, never sent in a header value.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -75,8 +80,8 @@ class AppHandler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Content-Security-Policy", _CSP)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
+        for key, value in (headers or {}).items():  # no header of ours carries CR or LF (a new header)
+            self.send_header(key, _HEADER_UNSAFE.sub("", value))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -203,9 +208,7 @@ class AppHandler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, png, "image/png", {"X-Render-Seconds": seconds})
                 return
             data, filename, mime = state.render_full(session, strength)
-            ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-            disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
-            self._send(HTTPStatus.OK, data, mime, {"Content-Disposition": disposition})
+            self._send(HTTPStatus.OK, data, mime, {"Content-Disposition": attachment_header(filename)})
             logger.info("rendered %s at full size (strength %.2f)", filename, strength)
             return
         raise HTTPProblem(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")

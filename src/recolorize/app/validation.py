@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 __all__ = [
     "HTTPProblem",
     "MAX_REFERENCES",
+    "attachment_header",
+    "clean_filename",
     "MULTIPART_OVERHEAD",
     "ID_RE",
     "mb_pair",
@@ -127,8 +130,31 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, byte
             while key in fields:  # a repeated name (several references): reference, reference#2, ...
                 count += 1
                 key = f"{name.group(1)}#{count}"
-            fields[key] = (filename.group(1) if filename else "", content)
+            fields[key] = (clean_filename(filename.group(1)) if filename else "", content)
     return fields
+
+
+#: Unicode categories never kept in a file name from a client: control characters (CR, LF, NUL, DEL, C1),
+#: format characters (bidirectional overrides, zero-width), line and paragraph separators, surrogates.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: Longest name kept (characters): the name only labels the download.
+MAX_FILENAME = 200
+
+
+def clean_filename(name: str) -> str:
+    """An upload's file name as it may be shown, logged and sent back: without control and format
+    characters (a line feed in a header would start a header of the client's choosing), at most
+    :data:`MAX_FILENAME` characters."""
+    return "".join(c for c in name if unicodedata.category(c) not in _UNSAFE_CATEGORIES)[:MAX_FILENAME]
+
+
+def attachment_header(filename: str) -> str:
+    """``Content-Disposition`` of a download named ``filename`` (RFC 6266): ``filename*=UTF-8''...``,
+    percent-encoded, which browsers use, after a plain ``filename="..."`` for older clients, in printable
+    ASCII without quotes, backslashes or percent signs (each other character becomes ``_``)."""
+    name = clean_filename(filename) or "download"
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def upload_images(

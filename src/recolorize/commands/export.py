@@ -12,6 +12,7 @@ from pathlib import Path
 
 from recolorize.errors import UserError
 from recolorize.networks.model import RecolorModel, is_backbone_key
+from recolorize.networks.weights_file import check_finite
 from recolorize.training.checkpoint import latest_weights
 
 __all__ = ["register", "run", "export_run"]
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def export_run(run_dir: Path, out_dir: Path) -> Path:
     """Write ``out_dir/model.safetensors`` (fp16) and ``model.json`` from ``run_dir``; returns the path."""
     config, state, source = latest_weights(run_dir)
+    check_finite(source, state)  # a diverged run's NaN weights are not exported
     model = RecolorModel(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not is_backbone_key(k)]

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     with out_of_memory_is_an_error(args):
         prepared = recolorizer.prepare(source, reference)
         lut = transfer_lut(recolorizer, prepared, args.strength, args.lut_size, args.method)
-    write_cube(lut, args.output, overwrite=True)
+    write_cube(lut, args.output, overwrite=args.overwrite)  # a file written meanwhile is not replaced
     logger.info(
         "wrote %s (%d^3 LUT, method %s, strength %g)", args.output, lut.size, args.method, args.strength
     )

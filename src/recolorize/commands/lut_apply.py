@@ -89,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
             photo = load_image(args.photo, max_pixels=max_pixels)
         rgb = lut.apply(photo.rgb)
         save_image(
-            jobs[0].output, rgb, like=photo, quality=args.quality, overwrite=True, source_path=args.photo
+            jobs[0].output,
+            rgb,
+            like=photo,
+            quality=args.quality,
+            overwrite=args.overwrite,  # a file written meanwhile is not replaced
+            source_path=args.photo,
         )
         return 0
 
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                     lut.apply(photo.rgb),
                     like=photo,
                     quality=args.quality,
-                    overwrite=True,
+                    overwrite=args.overwrite,
                     source_path=job.source,
                 )
         except UserError as error:

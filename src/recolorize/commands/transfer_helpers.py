@@ -104,10 +104,12 @@ _RUN: Any = None
 
 
 def _start(args: argparse.Namespace, max_pixels: int, threads: int) -> None:
-    """Load the model once in this helper; Ctrl-C is the command's to handle, SIGTERM ends a photo cleanly
-    (``atomic_write`` removes its temporary file)."""
+    """Load the model once in this helper; Ctrl-C is the command's to handle, SIGTERM (and SIGHUP, a closed
+    terminal) ends a photo cleanly (``atomic_write`` removes its temporary file)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, lambda *_: sys.exit(1))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (cli says why)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     import torch

@@ -75,11 +75,14 @@ def write_outputs(job: Job, source: Any, rgb: Any, args: argparse.Namespace) -> 
     then, with ``--lut``, the transfer's look fitted to it (float ``rgb``, the whole source needed)."""
     from recolorize.imaging import save_image
 
-    save_image(job.output, rgb, like=source, quality=args.quality, overwrite=True, source_path=job.source)
+    overwrite = args.overwrite  # without it, a file written meanwhile (another run) is not replaced
+    save_image(
+        job.output, rgb, like=source, quality=args.quality, overwrite=overwrite, source_path=job.source
+    )
     lut_path = getattr(args, "lut", None)
     if lut_path is not None:
         from recolorize.inference.lut import Lut3D, fit_lut, write_cube
 
         lut = fit_lut(source.rgb, rgb) if args.strength > 0 else Lut3D.identity()
-        write_cube(lut, lut_path, overwrite=True)
+        write_cube(lut, lut_path, overwrite=overwrite)
         logger.info("wrote %s (%d^3 LUT)", lut_path, lut.size)

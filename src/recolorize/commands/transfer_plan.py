@@ -16,6 +16,7 @@ from pathlib import Path
 from recolorize.commands.transfer_output import check_output, check_output_folder
 from recolorize.errors import UserError, one_line
 from recolorize.image_formats import PHOTO_SUFFIXES
+from recolorize.io_utils import is_hidden
 
 __all__ = ["Job", "Plan", "plan_jobs", "images_in", "reference_paths", "describe_reference"]
 
@@ -55,8 +56,13 @@ def describe_reference(reference: Path | tuple[Path, ...]) -> str:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """Photos by suffix; a FIFO or device named like a photo is kept, so that it is named and skipped."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+    """Photos by suffix; a FIFO or device named like a photo is kept, so that it is named and skipped.
+    Hidden files are not photos: a dot-file, or a temporary file a killed writer left (``is_hidden``)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p.name) and not p.is_dir()
+    )
 
 
 def plan_jobs(args: argparse.Namespace) -> Plan:

@@ -32,6 +32,7 @@ from PIL import Image
 from recolorize.errors import UserError
 from recolorize.image_formats import PHOTO_SUFFIXES
 from recolorize.imaging import photo_size
+from recolorize.io_utils import is_hidden
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -151,10 +152,12 @@ def _readable(path: Path, verify: bool) -> str | None:
 
 
 def _walk_images(folder: Path) -> Iterable[Path]:
+    """Photo files under ``folder``; hidden files and folders (``is_hidden``: dot-files, and the temporary
+    files a killed writer may leave) are skipped."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if d not in MASK_FOLDER_NAMES and not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if d not in MASK_FOLDER_NAMES and not is_hidden(d))
         for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(PHOTO_SUFFIXES):
+            if not is_hidden(name) and name.lower().endswith(PHOTO_SUFFIXES):
                 yield Path(dirpath) / name
 
 

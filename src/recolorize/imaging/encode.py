@@ -276,7 +276,8 @@ def save_image(
     Refuses (``UserError``) to replace the source image (``source_path``, default ``like.path``) or any
     existing file unless ``overwrite``, and reports an unwritable destination in one sentence. The
     image is encoded in memory first and written through ``atomic_write``, so no error leaves a
-    partial or temporary file behind.
+    partial or temporary file behind. Without ``overwrite`` the file is created without replacing
+    anything (``atomic_write(replace=False)``): of two writers racing for one name, the second is refused.
     """
     target = Path(path)
     fmt = output_format(target)
@@ -298,8 +299,10 @@ def save_image(
 
     data = encode_image(rgb, like, fmt, quality)
     try:
-        with atomic_write(target) as tmp:
+        with atomic_write(target, replace=overwrite) as tmp:
             tmp.write_bytes(data)
+    except FileExistsError:  # written meanwhile by someone else (another run to the same output)
+        raise UserError(f"{target} already exists; choose another output or pass --overwrite") from None
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from exc
     logger.info("wrote %s (%s, %d bytes)", target, fmt, len(data))

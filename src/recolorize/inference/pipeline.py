@@ -108,6 +108,16 @@ def check_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
+def finite_output(image: torch.Tensor) -> torch.Tensor:
+    """``image`` (a generator's output), refused (``UserError``) when it holds NaN or infinity: such a
+    render is an error, never a black or white file. One sum over the pixels (NaN or inf anywhere makes it
+    non-finite; only then the exact check, as a huge finite sum can overflow): the outputs checked are at
+    the working resolution or at most ``DIRECT_MAX_PIXELS``, ~0.3 ms per 0.5 MP."""
+    if not torch.isfinite(image.sum()) and not bool(torch.isfinite(image).all()):
+        raise UserError("the model's output holds NaN or infinity (broken weights?); nothing was written")
+    return image
+
+
 def default_weights_path() -> Path:
     """The model shipped inside the package (``recolorize/weights/model.safetensors``)."""
     return Path(str(resources.files("recolorize") / "weights" / "model.safetensors"))
@@ -314,7 +324,8 @@ class Recolorizer:
         conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
         after_low = None  # the direct path renders the photo itself; only the affine fit needs G' at 128 px
         if self.full_resolution != "direct":
-            after_low = self.model.generate(prepared.source_low, maps, conditioning).clamp(0, 1)
+            after_low = self.model.generate(prepared.source_low, maps, conditioning)
+            after_low = finite_output(after_low).clamp(0, 1)
         generated = time.perf_counter()
         source_full = torch.from_numpy(np.ascontiguousarray(prepared.source.rgb)).permute(2, 0, 1)[None]
         result = np.empty((prepared.source.height, prepared.source.width, 3), dtype=dtype)
@@ -323,10 +334,12 @@ class Recolorizer:
             self._render_direct(prepared, source_full, maps, conditioning, out)
         else:
             if prepared.before_low is None:
-                prepared.before_low = self.model.generate(
-                    prepared.source_low,
-                    self.model.expand(prepared.self_maps),
-                    self.model.self_conditioning(prepared.source_low),
+                prepared.before_low = finite_output(
+                    self.model.generate(
+                        prepared.source_low,
+                        self.model.expand(prepared.self_maps),
+                        self.model.self_conditioning(prepared.source_low),
+                    )
                 ).clamp(0, 1)
             full_resolution_transfer(source_full, prepared.before_low.cpu(), after_low.cpu(), out=out)
         prepared.timings.update(
@@ -382,7 +395,8 @@ class Recolorizer:
         assert isinstance(generator, PointwiseGenerator)
         image = source.to(self.device, torch.float32)
         guide_low = lab_features(prepared.source_low)
-        return render_pointwise(generator, image, maps, conditioning, guide_low).clamp_(0.0, 1.0).cpu()
+        rendered = finite_output(render_pointwise(generator, image, maps, conditioning, guide_low))
+        return rendered.clamp_(0.0, 1.0).cpu()
 
     @staticmethod
     def _interpolate(self_maps: torch.Tensor, predicted: torch.Tensor, strength: float) -> torch.Tensor:

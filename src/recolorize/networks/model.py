@@ -26,7 +26,7 @@ from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
 from recolorize.networks.predictor import PredictorInputs, WPredictor, fine_attention
-from recolorize.networks.weights_file import check_weights, config_path_for
+from recolorize.networks.weights_file import check_finite, check_weights, config_path_for
 
 __all__ = ["RecolorModel", "is_backbone_key"]
 
@@ -362,6 +362,7 @@ class RecolorModel(nn.Module):
             raise WeightsError(f"not enough memory to load model weights {path}") from None
         except Exception as exc:  # noqa: BLE001 - e.g. safetensors' own error on inconsistent offsets
             raise WeightsError(f"cannot load model weights {path}: {one_line(exc)}") from None
+        check_finite(path, model.trainable_state_dict())  # NaN / inf weights: one line, not a black photo
         return model.to(device).eval()
 
     def with_config(self, config: ModelConfig) -> RecolorModel:

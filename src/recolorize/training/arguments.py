@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,8 @@ def parse_setting(text: str) -> tuple[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Build the request from the arguments and train."""
     stages = STAGE_ORDER if args.stage == "all" else (args.stage,)
+    if args.lr is not None and not math.isfinite(args.lr):  # argparse's float takes nan and inf
+        raise UserError(f"--lr must be a finite number, got {args.lr}")
     overrides: dict[str, Any] = dict(parse_setting(text) for text in args.set)
     if args.seed is not None:
         overrides["seed"] = args.seed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -88,6 +89,18 @@ def default_train_config(model_config: ModelConfig) -> TrainConfig:
     return TRAIN_CONFIGS[chosen]
 
 
+def _finite(value: int | float, key: str) -> float:
+    """``value`` as a finite float; NaN and infinity (JSON's ``NaN``, ``Infinity``, ``1e400``), and an
+    integer too large for a float, are refused: a hyper-parameter must be a finite number."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise UserError(f"--set {key} needs a finite number, got {value!r}")
+    return number
+
+
 def _coerce(current: Any, value: Any, key: str) -> Any:
     if isinstance(current, bool):
         if not isinstance(value, bool):
@@ -96,18 +109,31 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
     if isinstance(current, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise UserError(f"--set {key} needs a number, got {value!r}")
     if isinstance(current, int):
-        if float(value) != int(value):
+        if isinstance(value, float) and not _finite(value, key).is_integer():
             raise UserError(f"--set {key} needs a whole number, got {value!r}")
         return int(value)
     if isinstance(current, float):
-        return float(value)
+        return _finite(value, key)
     if isinstance(current, tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(current):
             raise UserError(f"--set {key} needs a list of {len(current)} values, got {value!r}")
-        return tuple(float(v) for v in value)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+            raise UserError(f"--set {key} needs a list of {len(current)} numbers, got {value!r}")
+        return tuple(_finite(v, key) for v in value)
     if isinstance(current, str):
         return str(value)
     raise UserError(f"--set {key}: cannot set a value of type {type(current).__name__}")
+
+
+def _floats(config: TrainConfig) -> list[tuple[str, float]]:
+    """Every float setting of ``config`` as (dotted key, value), tuples of floats (``betas``) included."""
+    found: list[tuple[str, float]] = []
+    for prefix, settings in [("", config), *((f"{name}.", config.stage(name)) for name in STAGE_ORDER)]:
+        for key in type(settings).__dataclass_fields__:
+            value = getattr(settings, key)
+            values = value if isinstance(value, tuple) else (value,)
+            found += [(f"{prefix}{key}", v) for v in values if isinstance(v, float)]
+    return found
 
 
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
@@ -131,6 +157,9 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
     for name, changes in stages.items():
         top[name] = dataclasses.replace(config.stage(name), **changes)
     config = dataclasses.replace(config, **top)
+    for where, number in _floats(config):  # whatever the source: --set, the config, a checkpoint's
+        if not math.isfinite(number):
+            raise UserError(f"training setting {where} must be a finite number, got {number}")
     for name in STAGE_ORDER:
         stage = config.stage(name)
         if stage.steps < 1 or stage.batch < 1:
@@ -185,9 +214,9 @@ def _train(request: TrainRequest, distributed: Distributed) -> list[StageSummary
             init_model = init_model.with_config(model_config)
         except ValueError as error:
             raise UserError(f"--init {request.init}: {error}") from error
-    photos, cache = _find_data(request, model_config)
     base = checkpoint.train_config if checkpoint else default_train_config(model_config)
-    train_config = apply_overrides(base, request.overrides)
+    train_config = apply_overrides(base, request.overrides)  # settings first: refused before the data scan
+    photos, cache = _find_data(request, model_config)
     start_index, start_step = _start_point(request, checkpoint, train_config)
 
     model = _build_model(model_config, train_config, init_model, checkpoint, checkpoint_path, distributed)

@@ -9,6 +9,9 @@
   (:func:`~recolorize.training.batches.iterate_batches`);
 - takes Adam steps with gradient-norm clipping, skipping (and logging) any step whose loss or gradient is
   not finite; keeps an EMA of the weights when ``ema_decay`` > 0;
+- stops (``UserError``, one line) after :data:`MAX_NONFINITE_STEPS` skipped steps in a row, or at its end
+  with weights that are not finite: a diverged run keeps its last finite checkpoint and writes no NaN
+  weights (no checkpoint is written after a skipped step, nor of weights that hold NaN or infinity);
 - writes ``metrics.csv`` rows, sample grids and checkpoints (rank 0 only), and at its end the checkpoint and
   ``{stage}.safetensors``.
 
@@ -67,9 +70,13 @@ from recolorize.training.stages import (
     mask_bound,
 )
 
-__all__ = ["StageSummary", "RunContext", "StageRunner", "run_stage"]
+__all__ = ["MAX_NONFINITE_STEPS", "StageSummary", "RunContext", "StageRunner", "run_stage"]
 
 logger = logging.getLogger(__name__)
+
+#: Steps in a row whose loss or gradient is not finite after which a stage stops: one such step is skipped
+#: (a bad batch), this many mean the weights or the settings have diverged.
+MAX_NONFINITE_STEPS = 20
 
 
 @dataclass
@@ -169,6 +176,7 @@ class StageRunner:
         self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
         self.rates: list[float] = []
         self.first_loss = self.last_loss = math.nan
+        self.last_checkpoint = start_step if resume is not None else None  # the step it holds
 
     def _restore(self, resume: Checkpoint) -> None:
         world = self.run.dist.world_size
@@ -260,6 +268,25 @@ class StageRunner:
         self.run.metrics.append(row)
         return row
 
+    def weights_finite(self) -> bool:
+        """Whether every trainable weight (and its EMA) is finite; the same on every rank."""
+        tensors = [*self.params, *(self.ema.shadow.values() if self.ema is not None else ())]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+    def diverged(self, what: str) -> UserError:
+        """The one line a stage stops with when its loss or weights are no longer finite."""
+        name, path = self.stage.name, self.run.run_dir / CHECKPOINT_NAME
+        if self.last_checkpoint is not None:
+            kept = f"the last checkpoint ({path}, step {self.last_checkpoint} of this stage) is kept"
+        elif path.is_file():
+            kept = f"the last checkpoint ({path}, from before this stage) is kept"
+        else:
+            kept = "no checkpoint had been written"
+        return UserError(
+            f"stage {name}: {what}; training stopped and {kept}: lower the learning rate "
+            f"(--set {name}.lr=...) or check the settings and data"
+        )
+
     def write_checkpoint(self, step: int) -> None:
         """Every rank hands over its RNG states; rank 0 writes the file."""
         run = self.run
@@ -311,10 +338,18 @@ class StageRunner:
             disable=None if is_main else True,
         )
         window = MetricsWindow()
+        skipped_in_a_row = 0
         try:
             for step in range(self.start_step, total):
                 outputs, loss, terms, grad_norm, ratio = self.step(step)
                 done = step + 1
+                skipped_in_a_row = skipped_in_a_row + 1 if grad_norm is None else 0
+                if skipped_in_a_row >= MAX_NONFINITE_STEPS:
+                    self.batches.close()
+                    raise self.diverged(
+                        f"the loss or its gradient was not finite for {skipped_in_a_row} steps in a row "
+                        f"(steps {done - skipped_in_a_row + 1}-{done})"
+                    )
                 window.add(loss, terms, grad_norm, ratio, self.config.batch)
                 if done % settings.log_every == 0 or done == total:
                     row = self.log_row(window, done)
@@ -325,8 +360,16 @@ class StageRunner:
                 paused = time.perf_counter()  # writing files is not training time
                 if is_main and (done % settings.sample_every == 0 or done == total):
                     save_sample_grid(sample_grid_path(run.run_dir, stage.name, done), outputs.images)
-                if done % settings.checkpoint_every == 0 and done < total:
+                due = done % settings.checkpoint_every == 0 and done < total
+                if due and (skipped_in_a_row or not self.weights_finite()):  # keep the last finite one
+                    logger.warning(
+                        "stage %s step %d: loss or weights not finite, checkpoint not written",
+                        stage.name,
+                        done,
+                    )
+                elif due:
                     self.write_checkpoint(done)
+                    self.last_checkpoint = done
                     logger.info(
                         "%s step %d/%d: loss %.4f, %.1f images/s; checkpoint written",
                         stage.name,
@@ -348,6 +391,8 @@ class StageRunner:
         if self.ema is not None:
             self.ema.copy_to_model()
         run.dist.broadcast_buffers(self.stage_network)  # BatchNorm statistics differ per rank
+        if not self.weights_finite():
+            raise self.diverged(f"the weights are not finite at step {total}")
         self.write_checkpoint(total)
         weights_path = stage_weights_path(run.run_dir, stage.name)
         if run.dist.is_main:

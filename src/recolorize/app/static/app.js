@@ -247,11 +247,18 @@
       if (!response.ok) throw new Error(await errorText(response));
       const disposition = response.headers.get("Content-Disposition") || "";
       const match = /filename="([^"]+)"/.exec(disposition);
+      const encoded = /filename\*=UTF-8''([^;\s]+)/i.exec(disposition); // RFC 6266: the exact name
+      let name = match ? match[1] : "recolorized.png";
+      try {
+        if (encoded) name = decodeURIComponent(encoded[1]);
+      } catch (err) {
+        // a malformed encoding: keep the plain (ASCII) name
+      }
       const blob = await response.blob();
       const url = URL.createObjectURL(blob);
       const a = document.createElement("a");
       a.href = url;
-      a.download = match ? match[1] : "recolorized.png";
+      a.download = name;
       document.body.appendChild(a);
       a.click();
       a.remove();

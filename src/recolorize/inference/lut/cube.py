@@ -40,7 +40,8 @@ def write_cube(lut: Lut3D, path: str | os.PathLike[str], overwrite: bool = True)
     """Write ``lut`` as an Adobe/Resolve ``.cube`` (``LUT_3D_SIZE``, red fastest) atomically.
 
     A LUT with a non-default domain is written with ``DOMAIN_MIN``/``DOMAIN_MAX``; one with 1D curves in
-    Resolve's shaper layout. Refuses (``UserError``) an existing file unless ``overwrite``.
+    Resolve's shaper layout. Refuses (``UserError``) an existing file unless ``overwrite``, also one that
+    appears while the LUT is written (the file is then created without replacing anything).
     """
     from recolorize.io_utils import atomic_write
 
@@ -57,8 +58,10 @@ def write_cube(lut: Lut3D, path: str | os.PathLike[str], overwrite: bool = True)
         shaper = luts.LUT3x1D(lut.curves.astype(np.float64), f"{lut.title} shaper", lut.curves_domain)
         item, method = luts.LUTSequence(shaper, cube), "Resolve Cube"
     try:
-        with atomic_write(target, suffix=".cube") as tmp:
+        with atomic_write(target, suffix=".cube", replace=overwrite) as tmp:
             luts.write_LUT(item, tmp, decimals=7, method=method)
+    except FileExistsError:  # written meanwhile by someone else (another run to the same output)
+        raise UserError(f"{target} already exists; choose another output or pass --overwrite") from None
     except OSError as exc:
         raise UserError(f"cannot write {target}: {one_line(exc.strerror or exc)}") from None
     return target
