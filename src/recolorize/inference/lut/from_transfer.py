@@ -113,7 +113,7 @@ def transfer_lut(
     # the prior exactly, plus f's residual fitted as a LUT: colours the photo lacks keep the prior's look
     from recolorize.prior import apply_lattice
 
-    residual = rendered - apply_lattice(base.table, source.rgb)
+    residual = rendered - np.clip(apply_lattice(base.table, source.rgb), 0.0, 1.0)  # rendered is clipped
     fitted = fit_lut(
         source.rgb, np.clip(source.rgb + residual, -1.0, 2.0), size=size, max_samples=max_samples
     )

@@ -1,0 +1,86 @@
+"""The lattice prior inside the model (config ``pointwise-lut``): the generator's base is the prior exactly,
+on every path (G at the working size, the full-resolution direct renderer), strength 0 returns the source,
+``lut --method prior`` exports the prior itself, and the training cache stores the prior inference fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recolorize.config import get_config
+from recolorize.imaging import load_image
+from recolorize.inference.lut import apply_lut
+from recolorize.inference.lut.from_transfer import prior_lut, transfer_lut
+from recolorize.inference.pipeline import Recolorizer
+from recolorize.networks.model import RecolorModel
+from recolorize.prior import apply_lattice
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def prior_only() -> Recolorizer:
+    """A tiny pointwise model over the lattice prior with f's output layer zero: its output is the prior."""
+    torch.manual_seed(0)
+    config = get_config("tiny-pointwise").replace(name="tiny-pointwise-lut", prior="correspondence-lut")
+    model = RecolorModel(config).eval()
+    return Recolorizer(model, "cpu", "direct")
+
+
+@pytest.fixture(scope="module")
+def prepared(prior_only: Recolorizer):
+    return prior_only.prepare(load_image(EXAMPLES / "source.jpg"), EXAMPLES / "reference.jpg")
+
+
+def _lattice(prepared) -> np.ndarray:
+    return prepared.conditioning.prior[0].permute(1, 2, 3, 0).numpy()
+
+
+def test_the_rendered_photo_is_the_prior_applied_to_it(prior_only: Recolorizer, prepared) -> None:
+    rendered = prior_only.render_array(prepared)
+    expected = np.clip(apply_lattice(_lattice(prepared), prepared.source.rgb), 0.0, 1.0)
+    assert np.abs(rendered - expected).max() < 1e-4
+    assert np.abs(rendered - prepared.source.rgb).mean() * 255 > 5.0  # the prior does re-colour the cup
+
+
+def test_strength_zero_is_the_source_and_half_is_half_the_prior(prior_only: Recolorizer, prepared) -> None:
+    source = prepared.source.rgb
+    np.testing.assert_array_equal(prior_only.render_array(prepared, 0.0), source)
+    half = prior_only.render_array(prepared, 0.5)
+    full = np.clip(apply_lattice(_lattice(prepared), source), 0.0, 1.0)
+    inside = (full > 0.01) & (full < 0.99)  # where nothing was clipped the blend is exactly linear
+    assert np.abs(half - (source + full) / 2)[inside].max() < 1e-3
+
+
+def test_lut_method_prior_is_the_prior_exactly(prior_only: Recolorizer, prepared) -> None:
+    lut = transfer_lut(prior_only, prepared, method="prior")
+    assert lut.size == 33
+    colours = np.random.default_rng(0).random((5000, 3)).astype(np.float32)
+    np.testing.assert_allclose(apply_lut(lut, colours), apply_lattice(_lattice(prepared), colours), atol=2e-6)
+    fitted = transfer_lut(prior_only, prepared, method="fit")  # f adds nothing here: the fit is the prior
+    assert np.abs(fitted.table - lut.table).max() < 0.01
+    assert prior_lut(prepared, 0.0).table.tolist() == transfer_lut(prior_only, prepared, 0.0).table.tolist()
+
+
+def test_the_training_cache_stores_the_prior_fitted_on_its_384_px_crops(shared_data: Path, tmp_path) -> None:
+    from recolorize.data.cache import CachedTriples, CacheSettings, TrainingCache, build_cache
+    from recolorize.data.folders import discover_photos
+
+    photos = discover_photos([shared_data / "coco128"])[:3]
+    settings = CacheSettings(items=3, shard_size=3, prior_size=384)
+    build_cache(photos, tmp_path / "cache", settings, progress=False)
+    cache = TrainingCache(tmp_path / "cache")
+    assert cache.tensors["prior"].shape == (3, 9, 9, 9, 3)
+    assert cache.tensors["source"].shape == (3, 3, 128, 128)
+    item = CachedTriples(cache)[0]
+    assert item["prior"].shape == (3, 9, 9, 9)
+    # the stored prior maps the source toward the target, as inference's would (on the most changed triple)
+    changes = [np.abs(cache.image("source", i) - cache.image("target", i)).mean().item() for i in range(3)]
+    index = int(np.argmax(changes))
+    source = cache.image("source", index).permute(1, 2, 0).numpy()
+    target = cache.image("target", index).permute(1, 2, 0).numpy()
+    mapped = np.clip(apply_lattice(cache.tensors["prior"][index].numpy(), source), 0.0, 1.0)
+    assert np.abs(mapped - target).mean() < 0.7 * np.abs(source - target).mean()
