@@ -10,6 +10,7 @@ from pathlib import Path
 
 from recolorize.errors import UserError
 from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods
+from recolorize.evaluation.oracles import ORACLES
 from recolorize.evaluation.pairs import read_pairs
 from recolorize.evaluation.runner import run_eval
 
@@ -54,7 +55,14 @@ def without_missing_lpips(metrics: list[str] | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    read_pairs(args.pairs, args.limit)  # check the CSV and its images before loading any model
+    pairs = read_pairs(args.pairs, args.limit)  # check the CSV and its images before loading any model
+    oracles = [name.strip() for name in args.methods.split(",") if name.strip() in ORACLES]
+    missing = [pair.name for pair in pairs if pair.target is None]
+    if oracles and missing:
+        raise UserError(
+            f"method {oracles[0]} is an oracle (it reads the ground-truth target) but pair {missing[0]} "
+            f"of {args.pairs} has no target"
+        )
     options = MethodOptions(
         weights=args.weights,
         device=args.device,
@@ -99,7 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run each method on each pair of a CSV (columns source,reference[,target], paths "
         "relative to the CSV) and write OUT/metrics.csv, OUT/summary.md and OUT/grids/*.png. Without a "
         "target column only HIS (output vs reference) is computed. "
-        f"Methods: {', '.join(known_methods())}, or ours=PATH for other weights (named by the file stem).",
+        f"Methods: {', '.join(known_methods())}, or ours=PATH for other weights (named by the file stem). "
+        f"{' and '.join(ORACLES)} are oracles: the best global colour map fitted to the target itself (a "
+        "bound for global methods, marked (oracle) in summary.md; they need a target column).",
     )
     parser.add_argument(
         "--pairs", required=True, type=Path, metavar="CSV", help="pairs CSV (e.g. from make-bench)"

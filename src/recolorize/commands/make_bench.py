@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from recolorize.evaluation.bench import make_bench
+from recolorize.evaluation.bench import BENCH_KINDS, make_bench
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    make_bench(args.images, args.out, n=args.n, seed=args.seed, masks_dir=args.masks, size=args.size)
+    make_bench(
+        args.images, args.out, n=args.n, seed=args.seed, masks_dir=args.masks, size=args.size, kind=args.kind
+    )
     return 0
 
 
@@ -28,4 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed, default 0")
     parser.add_argument("--masks", default=None, metavar="DIR", help="region masks named like the photos")
     parser.add_argument("--size", type=int, default=None, metavar="PX", help="longest side at most PX")
+    parser.add_argument(
+        "--kind",
+        choices=BENCH_KINDS,
+        default="global",
+        help="global (default): a random local + global grade, mostly fitted by a global colour map; local: "
+        "two places of similar colour changed differently (one only, or both in opposite directions), which "
+        "no global colour map can reproduce",
+    )
     parser.set_defaults(func=run)

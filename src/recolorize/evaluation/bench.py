@@ -11,6 +11,15 @@ target. Layout written to ``out_dir``::
     bench.json       provenance: seed, size, which photo (and mask) each row came from
 
 Everything is a pure function of the inputs and the seed: two runs write byte-identical files.
+
+Two kinds (``kind``):
+
+- ``global`` (the default): the target as above. Its local grades are mild, so the best global colour map
+  fitted to the target (the ``oracle-cubic`` method) comes close: mostly a test of global transfer.
+- ``local``: the same source colour changes differently in different places (two regions of similar colour,
+  one changed or both changed in opposite directions; a mild global grade on top half the time): a test no
+  global map can pass (:mod:`recolorize.evaluation.local_bench`). bench.json records ``"kind": "local"``
+  and what each row drew; a global bench's bench.json has no ``kind`` (its files are as they always were).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,15 +49,19 @@ from recolorize.data.folders import (
 from recolorize.data.geometry import GeometryRanges, alter_geometry
 from recolorize.errors import UserError
 from recolorize.evaluation.grids import save_png
+from recolorize.evaluation.local_bench import LocalRanges, local_pair
 from recolorize.imaging import load_image, photo_size, resize_image, to_uint8
 from recolorize.io_utils import atomic_write
 
-__all__ = ["make_bench", "load_photo", "recolour_pair", "BENCH_COLUMNS"]
+__all__ = ["make_bench", "load_photo", "recolour_pair", "BENCH_COLUMNS", "BENCH_KINDS", "BenchKind"]
 
 logger = logging.getLogger(__name__)
 
 #: Columns of pairs.csv, in order.
 BENCH_COLUMNS: tuple[str, ...] = ("source", "reference", "target")
+#: The kinds of benchmark make-bench builds (the module docstring says what each is).
+BenchKind = Literal["global", "local"]
+BENCH_KINDS: tuple[BenchKind, ...] = ("global", "local")
 
 
 def load_photo(path: Path, size: int | None = None) -> torch.Tensor:
@@ -95,6 +109,17 @@ def _masks_from_folder(photo: Photo, masks_dir: Path) -> Photo:
     return Photo(photo.image, tuple(found), mask_format)
 
 
+def _find_photos(images_root: Path, masks_dir: str | os.PathLike[str] | None) -> list[Photo]:
+    """The photos under ``images_root``, with the masks of ``masks_dir`` when one is given."""
+    photos = discover_photos([images_root])
+    if masks_dir is not None:
+        masks_root = Path(masks_dir)
+        if not masks_root.is_dir():
+            raise UserError(f"mask folder {masks_root} does not exist or is not a folder")
+        photos = [_masks_from_folder(p, masks_root) for p in photos]
+    return photos
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
@@ -111,24 +136,25 @@ def make_bench(
     size: int | None = None,
     ranges: AugmentationRanges | None = None,
     geometry: GeometryRanges | None = None,
+    kind: BenchKind = "global",
+    local: LocalRanges | None = None,
 ) -> Path:
     """Build ``n`` ground-truth triples from the photos in ``images_dir``; returns the path of pairs.csv.
 
     masks_dir: folder of region masks named like the photos (``{stem}.png`` or ``{stem}_{k}.png``); by
     default masks are found by the known dataset layouts, else superpixels are used. size: shrink photos
-    so their long side is at most this many pixels (default: full resolution).
+    so their long side is at most this many pixels (default: full resolution). kind: ``global`` (the
+    augmentation's grade; ``ranges``) or ``local`` (:func:`~recolorize.evaluation.local_bench.local_pair`
+    with ``local``'s settings); both re-frame the reference by ``geometry``.
     """
+    if kind not in BENCH_KINDS:
+        raise UserError(f"unknown bench kind {kind!r}; choose from {', '.join(BENCH_KINDS)}")
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
     if size is not None and size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {size}")
     images_root = Path(images_dir)
-    photos = discover_photos([images_root])
-    if masks_dir is not None:
-        masks_root = Path(masks_dir)
-        if not masks_root.is_dir():
-            raise UserError(f"mask folder {masks_root} does not exist or is not a folder")
-        photos = [_masks_from_folder(p, masks_root) for p in photos]
+    photos = _find_photos(images_root, masks_dir)
     if n > len(photos):
         logger.warning(
             "asked for %d pairs but %s has %d photos: using all of them", n, images_root, len(photos)
@@ -141,7 +167,7 @@ def make_bench(
     augmenter = ColourAugmenter(ranges)
     rows: list[dict[str, str]] = []
     provenance: list[dict[str, object]] = []
-    for row, photo_index in enumerate(tqdm(chosen, desc="make-bench", unit="pair")):
+    for row, photo_index in enumerate(tqdm(chosen, desc=f"make-bench {kind}", unit="pair")):
         photo = photos[photo_index]
         rng = np.random.default_rng([seed, row])
         source = load_photo(photo.image, size)
@@ -150,9 +176,13 @@ def make_bench(
         annotator = int(rng.integers(len(photo.masks))) if photo.masks else 0
         regions = read_regions(photo, full_size, None, (width, height), annotator)
         mask_name = photo.masks[annotator].name if regions is not None else None
-        if regions is None:
-            regions = superpixel_regions(source, augmenter.ranges.superpixel_segments)
-        target, reference = recolour_pair(source, regions, rng, augmenter, geometry)
+        if kind == "local":
+            target, reference, drawn = _local_row(source, regions, rng, local or LocalRanges(), geometry)
+        else:
+            if regions is None:
+                regions = superpixel_regions(source, augmenter.ranges.superpixel_segments)
+            target, reference = recolour_pair(source, regions, rng, augmenter, geometry)
+            drawn = {}
         name = f"{row:04d}.png"
         for column, image in zip(BENCH_COLUMNS, (source, reference, target), strict=True):
             save_png(to_uint8(image.permute(1, 2, 0).numpy()), out / column / name)
@@ -163,8 +193,40 @@ def make_bench(
                 "photo": _relative(photo.image, images_root),
                 "mask": mask_name,
                 "size": [width, height],
+                **drawn,
             }
         )
+    meta: dict[str, object] = {
+        "seed": seed,
+        "n": n,
+        "size": size,
+        "masks_dir": masks_dir is not None,
+        "rows": provenance,
+    }
+    if kind != "global":  # a global bench's bench.json stays byte-identical to the one it always was
+        meta["kind"] = kind
+    csv_path = _write_index(out, rows, meta)
+    logger.info("wrote %d pairs to %s", n, csv_path)
+    return csv_path
+
+
+def _local_row(
+    source: torch.Tensor,
+    regions: np.ndarray | None,
+    rng: np.random.Generator,
+    local: LocalRanges,
+    geometry: GeometryRanges | None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
+    """A local pair's (target, reference, bench.json's extra fields); superpixels for a photo with no mask."""
+    superpixels = regions is None
+    if regions is None:
+        regions = superpixel_regions(source, local.superpixel_segments)
+    pair = local_pair(source, regions, rng, local, geometry, superpixels=superpixels)
+    return pair.target, pair.reference, {"local": pair.info}
+
+
+def _write_index(out: Path, rows: list[dict[str, str]], meta: dict[str, object]) -> Path:
+    """pairs.csv and bench.json; returns the path of pairs.csv."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(BENCH_COLUMNS), lineterminator="\n")
     writer.writeheader()
@@ -172,8 +234,6 @@ def make_bench(
     csv_path = out / "pairs.csv"
     with atomic_write(csv_path) as tmp:
         tmp.write_text(buffer.getvalue())
-    meta = {"seed": seed, "n": n, "size": size, "masks_dir": masks_dir is not None, "rows": provenance}
     with atomic_write(out / "bench.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    logger.info("wrote %d pairs to %s", n, csv_path)
     return csv_path

@@ -1,7 +1,8 @@
 """The colour-transfer methods an evaluation compares: the classical baselines of
 :mod:`recolorize.evaluation.baselines` and ``ours`` (the trained model through
 :class:`recolorize.inference.pipeline.Recolorizer`); ``ours=PATH`` adds more weights (e.g. the ablations
-of Table 2), named by their file stem."""
+of Table 2), named by their file stem. The oracles of :mod:`recolorize.evaluation.oracles` (``oracle-cubic``,
+``oracle-lut``) read the ground-truth target too: bounds, not methods (``Method.oracle``)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,40 @@ import numpy as np
 
 from recolorize.errors import UserError
 from recolorize.evaluation.baselines import BASELINES
+from recolorize.evaluation.oracles import ORACLE_DESCRIPTIONS, ORACLES
 
 __all__ = ["Method", "MethodOptions", "METHOD_FACTORIES", "known_methods", "parse_methods"]
 
 MethodFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: An oracle's function: (source, reference, target) -> output.
+OracleFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A named colour-transfer method: ``fn(source, reference) -> output``, (H, W, 3) float in [0, 1]."""
+    """A named colour-transfer method: ``fn(source, reference) -> output``, (H, W, 3) float in [0, 1].
+
+    oracle: ``fn(source, reference, target)`` reads the ground-truth target (a bound no real method can
+    use); it runs only on pairs with a target and is labelled "(oracle)" in summaries (:attr:`label`).
+    """
 
     name: str
-    fn: MethodFn
+    fn: MethodFn | OracleFn
     description: str = ""
+    oracle: bool = False
+
+    @property
+    def label(self) -> str:
+        """The name as summaries show it: ``name (oracle)`` for an oracle."""
+        return f"{self.name} (oracle)" if self.oracle else self.name
+
+    def __call__(self, source: np.ndarray, reference: np.ndarray, target: np.ndarray | None) -> np.ndarray:
+        """Run the method on one pair; ``target`` is passed on only to an oracle, which needs it."""
+        if not self.oracle:
+            return self.fn(source, reference)  # type: ignore[call-arg]
+        if target is None:
+            raise UserError(f"method {self.name} is an oracle: it needs pairs with a ground-truth target")
+        return self.fn(source, reference, target)  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,10 @@ class MethodOptions:
 
 def _baseline(name: str, options: MethodOptions) -> Method:
     return Method(name, BASELINES[name], f"classical baseline {name}")
+
+
+def _oracle(name: str, options: MethodOptions) -> Method:
+    return Method(name, ORACLES[name], ORACLE_DESCRIPTIONS[name], oracle=True)
 
 
 def _ours(name: str, options: MethodOptions) -> Method:
@@ -69,7 +95,7 @@ def _ours(name: str, options: MethodOptions) -> Method:
 
 #: Method name -> factory(name, options). "ours=PATH" entries use the "ours" factory with other weights.
 METHOD_FACTORIES: Mapping[str, Callable[[str, MethodOptions], Method]] = MappingProxyType(
-    {"ours": _ours, **{name: _baseline for name in BASELINES}}
+    {"ours": _ours, **{name: _baseline for name in BASELINES}, **{name: _oracle for name in ORACLES}}
 )
 
 

@@ -186,6 +186,9 @@ def run_eval(
     present = {key for row in run.rows for key in row}
     columns = [m for m in METRIC_COLUMNS if m in present] + ["seconds"]
     means = mean_by_method(run.rows, columns)
+    labels = {m.name: m.label for m in methods}  # "oracle-cubic (oracle)": it read the target
+    shown = {labels.get(name, name): row for name, row in means.items()}
+    oracles = [m.label for m in methods if m.oracle]
     with_target = sum(p.target is not None for p in pairs)
     lines = [
         f"# Evaluation of {len(methods)} methods on {len(pairs)} pairs",
@@ -195,7 +198,16 @@ def run_eval(
         "",
         "Means over pairs; best value per column in **bold**; ↑ higher is better, ↓ lower is better.",
         "",
-        markdown_table(means, columns),
+        markdown_table(shown, columns, unranked=oracles),
+        *(
+            [
+                "Rows marked (oracle) read the ground-truth target (the best global colour map fitted to "
+                "it): a bound no global method can beat, not a method; they get no bold.",
+                "",
+            ]
+            if oracles
+            else []
+        ),
         "Metrics: " + "; ".join(f"{HEADINGS[m]}: {METRICS[m].unit}" for m in columns if m in METRICS) + ". "
         "Target metrics compare the output I_P with the ground truth; HIS compares I_P with the reference "
         "I_R. seconds: wall time of the method alone (no loading, no metrics).",

@@ -69,14 +69,22 @@ def evaluate_pairs(
     size: shrink source, reference and target so their long side is at most ``size`` px (None: as is).
     metrics: metric names (default :data:`METRIC_COLUMNS`); target metrics are skipped without a target.
     Rows hold ``method``, ``pair``, one value per metric and ``seconds`` (the method's wall time).
+    An oracle method (``Method.oracle``) reads the target: every pair must have one (:class:`UserError`).
     """
+    oracles = [m.name for m in methods if m.oracle]
+    missing = [p.name for p in pairs if p.target is None]
+    if oracles and missing:
+        raise UserError(
+            f"method {oracles[0]} is an oracle (it reads the ground-truth target) but pair {missing[0]} "
+            "has no target"
+        )
     for index, pair in enumerate(tqdm(pairs, desc="pairs", unit="pair", disable=not progress)):
         source, reference, target = load_pair(pair, size)
         result = PairResult(index, pair, source, reference, target)
         names = metric_columns(target is not None, metrics)
         for method in methods:
             start = time.perf_counter()
-            output = _check_output(method.fn(source, reference), source.shape, method.name)
+            output = _check_output(method(source, reference, target), source.shape, method.name)
             seconds = time.perf_counter() - start
             values = compute_metrics(output, target=target, reference=reference, names=names)
             result.outputs[method.name] = output

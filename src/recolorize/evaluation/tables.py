@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -99,12 +99,16 @@ def _fmt(value: float, column: str) -> str:
 
 
 def markdown_table(
-    means: Mapping[str, Mapping[str, float]], columns: Sequence[str], first: str = "method"
+    means: Mapping[str, Mapping[str, float]],
+    columns: Sequence[str],
+    first: str = "method",
+    unranked: Collection[str] = (),
 ) -> str:
     """A markdown table of ``means`` (rows = methods) with arrows and the best value per column in bold.
 
     Best is judged on the shown (rounded) values, so ties are all bold; columns without a direction and
-    tables of one row get no bold.
+    tables of one row get no bold. Rows named in ``unranked`` (oracles: bounds, not methods) are shown but
+    neither compete for nor get the bold.
     """
     arrows = {True: " ↑", False: " ↓", None: ""}
     header = f"| {first} | " + " | ".join(HEADINGS.get(c, c) + arrows[_direction(c)] for c in columns) + " |"
@@ -112,7 +116,11 @@ def markdown_table(
     best: dict[str, str] = {}
     for c in columns:
         higher = _direction(c)
-        shown = [(means[m][c], _fmt(means[m][c], c)) for m in means if not math.isnan(means[m][c])]
+        shown = [
+            (means[m][c], _fmt(means[m][c], c))
+            for m in means
+            if m not in unranked and not math.isnan(means[m][c])
+        ]
         if higher is None or len(shown) < 2:
             continue
         value, text = (max if higher else min)(shown, key=lambda pair: pair[0])
@@ -121,6 +129,6 @@ def markdown_table(
         cells = []
         for c in columns:
             text = _fmt(row[c], c)
-            cells.append(f"**{text}**" if best.get(c) == text else text)
+            cells.append(f"**{text}**" if best.get(c) == text and method not in unranked else text)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
