@@ -132,3 +132,29 @@ def test_real_descriptors_match_a_regraded_reframed_photo(shared_data, flip: boo
     error = np.abs(apply_lattice(lattice, source) - graded).mean() * 255
     assert error < 0.25 * np.abs(source - graded).mean() * 255
     assert error < 4.0
+
+
+def test_different_scenes_give_way_to_mkl_and_a_greyscale_source_does_not(shared_data) -> None:
+    """DPST pair 2 (a sunset and a night sky: different scenes) shares little: its prior leans on MKL's
+    affine map, whose gain is moderate everywhere, so the smooth sky's JPEG noise is not blown into blocks;
+    DPST pair 8's greyscale source keeps the correspondence's map (MKL would turn noise into colour)."""
+    from recolorize.imaging import load_image
+    from recolorize.networks.backbones import build_semantic_backbone
+    from recolorize.networks.prior_features import prior_copy, prior_descriptors
+    from recolorize.prior import NOTHING_SHARED, SHARED_SCENE, fit_prior
+
+    semantic = build_semantic_backbone("efficientnet_lite0")
+    fits = {}
+    for pair in (2, 8):
+        source = load_image(shared_data / "dpst" / "input" / f"in{pair}.png").rgb
+        reference = load_image(shared_data / "dpst" / "style" / f"tar{pair}.png").rgb
+        copies = [prior_copy(source), prior_copy(reference)]
+        fits[pair] = fit_prior(*copies, *prior_descriptors(semantic, copies))
+    fit, matches = fits[2]
+    assert matches.shared < SHARED_SCENE
+    assert fit.trust == pytest.approx(np.clip((matches.shared - NOTHING_SHARED) / 0.1, 0, 1))
+    assert fit.trust < 0.5
+    steepest = max(np.abs(np.diff(fit.lattice, axis=axis)).max() * 8 for axis in range(3))
+    assert steepest < 3.0  # the cubic alone reached a gain of 7 in this sky
+    grey_fit, grey_matches = fits[8]
+    assert grey_matches.shared < SHARED_SCENE and grey_fit.trust == 1.0

@@ -17,6 +17,7 @@ import numpy as np
 from skimage.color import lab2rgb, rgb2lab
 
 from recolorize.errors import UserError
+from recolorize.prior.colour_map import mkl_map
 
 __all__ = [
     "BaselineFn",
@@ -120,36 +121,6 @@ def histogram(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
     ref = _as_image(reference, "reference")
     out = np.stack([match_cdf(src[..., c], ref[..., c]) for c in range(3)], axis=-1)
     return _finish(out)
-
-
-def _sqrtm_psd(matrix: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Square root and inverse square root of a symmetric PSD 3x3 matrix (eigenvalues floored at 0, + eps)."""
-    values, vectors = np.linalg.eigh(matrix)
-    root = np.sqrt(np.maximum(values, 0.0) + eps)
-    return (vectors * root) @ vectors.T, (vectors / root) @ vectors.T
-
-
-def mkl_map(source_pixels: np.ndarray, reference_pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pitie & Kokaram (2007) linear Monge-Kantorovich map between two colour distributions.
-
-    The affine map ``x -> x @ matrix + offset`` sends the source mean to the reference mean and the source
-    covariance S to the reference covariance R, ``matrix = S^-1/2 (S^1/2 R S^1/2)^1/2 S^-1/2`` (symmetric),
-    the one of all such maps that moves colours least (minimal mean squared displacement).
-    source_pixels: (N, 3), reference_pixels: (M, 3), float in any range. Returns ``matrix`` (3, 3) and
-    ``offset`` (3,), float64. A singular source covariance (a grey source) is regularised with machine
-    epsilon as in the authors' code.
-    """
-    src = np.asarray(source_pixels, dtype=np.float64).reshape(-1, 3)
-    ref = np.asarray(reference_pixels, dtype=np.float64).reshape(-1, 3)
-    src_mean, ref_mean = src.mean(axis=0), ref.mean(axis=0)
-    src_cov = np.cov(src, rowvar=False, bias=True)
-    ref_cov = np.cov(ref, rowvar=False, bias=True)
-    eps = float(np.finfo(np.float64).eps)
-    src_root, src_inv_root = _sqrtm_psd(src_cov, eps)
-    middle, _ = _sqrtm_psd(src_root @ ref_cov @ src_root, eps)
-    matrix = src_inv_root @ middle @ src_inv_root
-    matrix = (matrix + matrix.T) / 2.0  # symmetric by construction; remove round-off asymmetry
-    return matrix, ref_mean - src_mean @ matrix
 
 
 def mkl(source: np.ndarray, reference: np.ndarray) -> np.ndarray:

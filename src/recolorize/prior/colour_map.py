@@ -30,6 +30,7 @@ __all__ = [
     "fit_cubic",
     "apply_cubic",
     "fit_lattice",
+    "mkl_map",
 ]
 
 #: Monomials of the cubic colour map, the constant first: 1, r, g, b, squares, products, cubes.
@@ -101,6 +102,36 @@ def fit_cubic(
     return coefficients, robust
 
 
+def _sqrtm_psd(matrix: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Square root and inverse square root of a symmetric PSD 3x3 matrix (eigenvalues floored at 0, + eps)."""
+    values, vectors = np.linalg.eigh(matrix)
+    root = np.sqrt(np.maximum(values, 0.0) + eps)
+    return (vectors * root) @ vectors.T, (vectors / root) @ vectors.T
+
+
+def mkl_map(source_pixels: np.ndarray, reference_pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pitie & Kokaram (2007) linear Monge-Kantorovich map between two colour distributions.
+
+    The affine map ``x -> x @ matrix + offset`` sends the source mean to the reference mean and the source
+    covariance S to the reference covariance R, ``matrix = S^-1/2 (S^1/2 R S^1/2)^1/2 S^-1/2`` (symmetric),
+    the one of all such maps that moves colours least (minimal mean squared displacement).
+    source_pixels: (N, 3), reference_pixels: (M, 3), float in any range. Returns ``matrix`` (3, 3) and
+    ``offset`` (3,), float64. A singular source covariance (a grey source) is regularised with machine
+    epsilon as in the authors' code.
+    """
+    src = np.asarray(source_pixels, dtype=np.float64).reshape(-1, 3)
+    ref = np.asarray(reference_pixels, dtype=np.float64).reshape(-1, 3)
+    src_mean, ref_mean = src.mean(axis=0), ref.mean(axis=0)
+    src_cov = np.cov(src, rowvar=False, bias=True)
+    ref_cov = np.cov(ref, rowvar=False, bias=True)
+    eps = float(np.finfo(np.float64).eps)
+    src_root, src_inv_root = _sqrtm_psd(src_cov, eps)
+    middle, _ = _sqrtm_psd(src_root @ ref_cov @ src_root, eps)
+    matrix = src_inv_root @ middle @ src_inv_root
+    matrix = (matrix + matrix.T) / 2.0  # symmetric by construction; remove round-off asymmetry
+    return matrix, ref_mean - src_mean @ matrix
+
+
 @lru_cache(maxsize=4)
 def _roughness(size: int) -> np.ndarray:
     """R = sum over r, g, b of D^T D, D the second differences along that axis per unit colour
@@ -151,12 +182,14 @@ def _solve(normal: np.ndarray, rhs: np.ndarray, total: float, smoothness: float,
 @dataclass(frozen=True)
 class LutFit:
     """A fitted prior: the lattice (S, S, S, 3) float32, the cubic it departs from (20, 3), the lambda
-    chosen, and each candidate's cross-validated loss (None when nothing was cross-validated)."""
+    chosen, each candidate's cross-validated loss (None when nothing was cross-validated), and how far the
+    lattice is trusted over the MKL fallback (1: fully; ``prior.fit_prior`` sets it)."""
 
     lattice: np.ndarray
     cubic: np.ndarray
     smoothness: float
     cv_loss: tuple[float, ...] | None = None
+    trust: float = 1.0
 
 
 def fit_lattice(
