@@ -23,12 +23,13 @@ def test_shipped_weights_exist_and_load() -> None:
     assert weights.is_file(), "the package must ship its default model"
     assert weights.stat().st_size <= 30 * 2**20
     recolorizer = Recolorizer.from_pretrained()
-    assert recolorizer.model.config.name in ("pointwise", "small", "base", "paper")
+    assert recolorizer.model.config.name in ("pointwise-lut", "pointwise", "small", "base", "paper")
+    assert recolorizer.model.config.prior == "correspondence-lut"  # issue 21: the lattice prior ships
 
 
 def test_shipped_model_beats_mkl_on_held_out_pairs(shared_data: Path, tmp_path: Path) -> None:
     """Mean CIEDE2000 to the ground truth over six held-out built pairs falls well below MKL's (on the 200
-    benchmark pairs it is 2.87 against 4.37: 0.66x) and far below the identity's."""
+    benchmark pairs it is 2.28 against 4.37: 0.52x) and far below the identity's."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in HELD_OUT:  # BSDS500 *test* images: never seen in training
@@ -50,8 +51,8 @@ def test_shipped_model_beats_mkl_on_held_out_pairs(shared_data: Path, tmp_path: 
             identity.append(delta_e2000(source.rgb, target))
     means = [round(float(np.mean(v)), 2) for v in (ours, classical, identity)]
     print("mean dE2000 of ours, MKL, identity:", means)
-    assert np.mean(ours) < 0.9 * np.mean(classical), (ours, classical)  # 3.33 vs 4.00 here
-    assert np.mean(ours) < 0.5 * np.mean(identity), (ours, identity)
+    assert np.mean(ours) < 0.7 * np.mean(classical), (ours, classical)  # 2.50 vs 4.00 here (was 3.33)
+    assert np.mean(ours) < 0.35 * np.mean(identity), (ours, identity)  # 2.50 vs 8.36
 
 
 def test_strength_is_continuous_near_zero() -> None:
@@ -68,3 +69,43 @@ def test_strength_is_continuous_near_zero() -> None:
     print("median change at strength 0.01, 0.5, 1:", [round(c, 1) for c in changes])
     assert changes[0] < 3.0
     assert changes[0] < changes[1] <= changes[2] + 1.0
+
+
+def test_the_learned_part_beats_the_prior_alone_on_local_pairs(shared_data: Path, tmp_path: Path) -> None:
+    """On held-out pairs where the same colour changes differently in different places (make-bench --kind
+    local), the shipped model is closer to the target than its own colour prior alone (f's output layer
+    zeroed): the learned part adds what a global map cannot (on 100 such pairs: 5.56 against 5.92 MAE, better
+    on 78 %)."""
+    import torch
+
+    from recolorize.evaluation.metrics import mae
+    from recolorize.networks.model import RecolorModel
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in HELD_OUT:
+        source = shared_data / "bsds500" / "images" / "test" / name
+        if not source.is_file():
+            pytest.skip(f"{source} not found")
+        shutil.copy(source, photos / name)
+    pairs = make_bench(photos, tmp_path / "bench", n=len(HELD_OUT), seed=3, kind="local")
+    model = Recolorizer.from_pretrained()
+    alone = RecolorModel.load(default_weights_path())
+    with torch.no_grad():
+        alone.generator.to_rgb.weight.zero_()
+        alone.generator.rgb_bias.zero_()
+    prior_only = Recolorizer(alone, "cpu", model.full_resolution)
+    ours, prior = [], []
+    with pairs.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            source = load_image(pairs.parent / row["source"])
+            reference = load_image(pairs.parent / row["reference"])
+            target = load_image(pairs.parent / row["target"]).rgb
+            ours.append(mae(model.render_array(model.prepare(source, reference)), target))
+            prior.append(mae(prior_only.render_array(prior_only.prepare(source, reference)), target))
+    print(
+        "mean MAE of the model, its prior alone:",
+        round(float(np.mean(ours)), 2),
+        round(float(np.mean(prior)), 2),
+    )
+    assert np.mean(ours) < np.mean(prior), (ours, prior)
