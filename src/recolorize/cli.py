@@ -11,7 +11,7 @@ import sys
 import threading
 
 from recolorize import process
-from recolorize.errors import exit_code
+from recolorize.errors import exit_code, refuse_non_finite_options
 
 __all__ = ["main", "entry", "build_parser"]
 
@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)  # --verbose is about us, not every PNG chunk Pillow reads
-    return exit_code(lambda: args.func(args))
+
+    def command() -> int:
+        refuse_non_finite_options(args)  # any float option of any command: nan, inf, 1e400
+        return args.func(args)
+
+    return exit_code(command)
 
 
 def entry() -> None:

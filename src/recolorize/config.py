@@ -27,7 +27,24 @@ __all__ = [
     "get_config",
     "STAGE_NAMES",
     "NUM_STYLES",
+    "MIN_RESOLUTION",
+    "MAX_RESOLUTION",
+    "resolution_problem",
 ]
+
+#: The working resolution's range, the one range of ``ModelConfig.resolution`` (a config read from a weight
+#: file included) and of ``transfer --size`` / ``lut --size``: a multiple of 64 from 64 to 1024. The
+#: attention between source and reference positions grows with its fourth power (measured peak with the
+#: shipped model: 0.8 GB at 512, 4.9 GB at 1024; 2048 would need ~70 GB).
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 1024
+
+
+def resolution_problem(value: int) -> str | None:
+    """Why ``value`` cannot be a working resolution ("must be ..., got ..."), or None when it can."""
+    if value % 64 or not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+        return f"must be a multiple of 64 from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {value}"
+    return None
+
 
 #: Number of style inputs of the generator's decoder (W^1 .. W^20 in the paper, section 3.2.3).
 NUM_STYLES = 20
@@ -113,8 +130,8 @@ class ModelConfig:
     local_transfer: bool = False
 
     def __post_init__(self) -> None:
-        if self.resolution % 64:
-            raise ValueError(f"resolution must be divisible by 64, got {self.resolution}")
+        if (problem := resolution_problem(self.resolution)) is not None:
+            raise ValueError(f"resolution {problem}")
         if len(self.generator_channels) != 7:
             raise ValueError("generator_channels needs 7 entries (1/64 ... 1/1 of the resolution)")
         if self.generator not in ("conv", "pointwise"):

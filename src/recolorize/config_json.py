@@ -26,7 +26,9 @@ __all__ = [
 
 #: Bounds of integer fields in a config read from a file: a model that big would not fit in memory, and
 #: building it must stay cheap enough to check it against the weight file before anything is allocated.
-_INT_BOUNDS: dict[str, tuple[int, int]] = {"resolution": (64, 4096), "pointwise_layers": (1, 32)}
+#: None: the config checks the field itself (``resolution``: ``ModelConfig``'s check of the working
+#: resolution's one range, that of ``--size``).
+_INT_BOUNDS: dict[str, tuple[int, int] | None] = {"resolution": None, "pointwise_layers": (1, 32)}
 _DEFAULT_INT_BOUNDS = (1, 4096)
 
 
@@ -53,11 +55,22 @@ def model_config_from_text(text: str, where: str) -> ModelConfig:
     key or value) is one ``ValueError`` of one line that names ``where`` the text came from.
     """
     try:
-        return model_config_from_json(json.loads(text))
+        return model_config_from_json(json.loads(text, object_pairs_hook=_object_without_repeats))
     except RecursionError:
         raise ValueError(f"model config in {where} is nested too deeply") from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError too
         raise ValueError(f"bad model config in {where}: {one_line(exc)}") from None
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice (``json.loads`` alone keeps the last one, so a
+    reader of the file and this reader could disagree about the model it describes)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"the key {key[:40]!r} is given twice")
+        data[key] = value
+    return data
 
 
 def model_config_from_metadata(metadata: Mapping[str, str], path: str | Path) -> ModelConfig:
@@ -103,11 +116,11 @@ def _json_value(kind: Any, value: object, where: str) -> object:
             raise ValueError(f"{where} must be true or false, got {shown}")
         return value
     if kind is int:
-        low, high = _INT_BOUNDS.get(where.rsplit(".", 1)[-1], _DEFAULT_INT_BOUNDS)
+        bounds = _INT_BOUNDS.get(where.rsplit(".", 1)[-1], _DEFAULT_INT_BOUNDS)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{where} must be an integer, got {shown}")
-        if not low <= value <= high:
-            raise ValueError(f"{where} must be between {low} and {high}, got {value}")
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise ValueError(f"{where} must be between {bounds[0]} and {bounds[1]}, got {value}")
         return value
     if kind is float:
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):

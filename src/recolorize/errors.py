@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["UserError", "WeightsError", "Terminated", "one_line", "exit_code", "stop_signals_as_interrupts"]
+__all__ = [
+    "UserError",
+    "WeightsError",
+    "Terminated",
+    "one_line",
+    "exit_code",
+    "refuse_non_finite_options",
+    "stop_signals_as_interrupts",
+]
 
 
 class UserError(Exception):
@@ -31,6 +40,18 @@ def one_line(text: object, limit: int = 300) -> str:
     """``text`` squeezed to one line of at most ``limit`` characters (messages quote foreign errors)."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def refuse_non_finite_options(options: object) -> None:
+    """Refuse (``UserError``) any float option of a parsed command line (an ``argparse.Namespace``) that is
+    not a finite number: argparse's ``float`` takes ``nan``, ``inf`` and ``1e400`` (infinite), which pass
+    a ``<= 0`` or ``> 0`` check and fail later with a traceback or a silent nonsense result. Every entry
+    point calls it once, after parsing, so that no command's option needs its own check."""
+    for name, value in sorted(vars(options).items()):
+        values = value if isinstance(value, list | tuple) else (value,)
+        for item in values:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {item}")
 
 
 class Terminated(KeyboardInterrupt):

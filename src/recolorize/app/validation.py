@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 __all__ = [
     "HTTPProblem",
+    "MAX_PARTS",
     "MAX_REFERENCES",
     "attachment_header",
     "clean_filename",
@@ -27,6 +28,9 @@ __all__ = [
 
 #: Most reference photos one upload may carry (each up to the per-image limit).
 MAX_REFERENCES = 4
+#: Most parts one upload may have: the source and :data:`MAX_REFERENCES` references, and as many again for
+#: form fields a client may add. More cannot be a request of ours, and is refused before any part is read.
+MAX_PARTS = 2 * (1 + MAX_REFERENCES)
 #: Bytes of a multipart body that are not image bytes (boundaries, headers), allowed beyond the images.
 MULTIPART_OVERHEAD = 64 * 1024
 #: An upload id as ``AppState.put`` makes them.
@@ -107,8 +111,15 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, byte
     if not content_type.lower().startswith("multipart/form-data") or not match:
         raise HTTPProblem(HTTPStatus.BAD_REQUEST, "expected a multipart/form-data upload")
     boundary = (match.group(1) or match.group(2)).encode("latin-1")
+    delimiter = b"--" + boundary
+    parts = body.count(delimiter) - 1  # the last delimiter closes the body (``--boundary--``)
+    if parts > MAX_PARTS:
+        raise HTTPProblem(
+            HTTPStatus.BAD_REQUEST, f"the upload has {parts:,} parts; a request has at most {MAX_PARTS}"
+        )
     fields: dict[str, tuple[str, bytes]] = {}
-    for part in body.split(b"--" + boundary)[1:]:
+    seen: dict[str, int] = {}  # times each name was sent: the next repeat's number, found in O(1)
+    for part in body.split(delimiter)[1:]:
         if part.startswith(b"--"):
             break
         if part.startswith(b"\r\n"):
@@ -125,12 +136,15 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str, byte
                 disposition = value
         name = re.search(r'\bname="([^"]*)"', disposition)
         filename = re.search(r'\bfilename="([^"]*)"', disposition)
-        if name:
-            key, count = name.group(1), 1
-            while key in fields:  # a repeated name (several references): reference, reference#2, ...
-                count += 1
-                key = f"{name.group(1)}#{count}"
-            fields[key] = (clean_filename(filename.group(1)) if filename else "", content)
+        if name:  # a repeated name (several references): reference, reference#2, ...
+            key = name.group(1)
+            count = seen[key] = seen.get(key, 0) + 1
+            while count > 1 and f"{key}#{count}" in fields:  # a client's own "reference#2" field
+                count = seen[key] = count + 1
+            fields[key if count == 1 else f"{key}#{count}"] = (
+                clean_filename(filename.group(1)) if filename else "",
+                content,
+            )
     return fields
 
 

@@ -86,16 +86,16 @@ def check_lut_output(path: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check everything, decode both photos, load the model, render, fit and write the LUT atomically."""
     from recolorize.commands.job_logs import held_logs
-    from recolorize.commands.transfer import MAX_SIZE, MIN_SIZE
     from recolorize.commands.transfer_run import load_model, out_of_memory_is_an_error
+    from recolorize.config import resolution_problem
     from recolorize.imaging import check_regular_file, load_image, resolve_max_pixels
 
     if not 0.0 <= args.strength <= 1.0:
         raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
     if not 2 <= args.lut_size <= MAX_LUT_SIZE:
         raise UserError(f"--lut-size must be from 2 to {MAX_LUT_SIZE}, got {args.lut_size}")
-    if args.size is not None and not (MIN_SIZE <= args.size <= MAX_SIZE and args.size % 64 == 0):
-        raise UserError(f"--size must be a multiple of 64 from {MIN_SIZE} to {MAX_SIZE}, got {args.size}")
+    if args.size is not None and (problem := resolution_problem(args.size)) is not None:
+        raise UserError(f"--size {problem}")
     max_pixels = resolve_max_pixels(args.max_pixels)
     check_regular_file(args.source)
     check_regular_file(args.reference)

@@ -18,15 +18,18 @@ import argparse
 from pathlib import Path
 
 from recolorize.commands.transfer_plan import Job, Plan, plan_jobs
+from recolorize.config import MAX_RESOLUTION, MIN_RESOLUTION, resolution_problem
 from recolorize.errors import UserError
 from recolorize.image_formats import DEFAULT_MAX_PIXELS, WRITE_SUFFIXES
 
 __all__ = ["register", "run", "plan_jobs", "Job", "Plan", "MIN_SIZE", "MAX_SIZE"]
 
-#: Bounds of ``--size``. The attention between source and reference positions grows with the fourth
-#: power of the size: measured peak memory with the shipped model is 0.8 GB at 512 and 4.9 GB at 1024
-#: (2048 would need ~70 GB), so 1024 is the most a workstation can run.
-MIN_SIZE, MAX_SIZE = 64, 1024
+#: Bounds of ``--size``: the working resolution's one range (``config.MIN_RESOLUTION``, ``MAX_RESOLUTION``,
+#: checked by ``config.resolution_problem``, as for a model's config). The attention between source and
+#: reference positions grows with the fourth power of the size: measured peak memory with the shipped
+#: model is 0.8 GB at 512 and 4.9 GB at 1024 (2048 would need ~70 GB), so 1024 is the most a workstation
+#: can run.
+MIN_SIZE, MAX_SIZE = MIN_RESOLUTION, MAX_RESOLUTION
 #: Most processes ``--jobs`` may ask for (each loads the model; see transfer_helpers).
 MAX_JOBS = 16
 
@@ -107,8 +110,8 @@ def _check_options(args: argparse.Namespace) -> int:
         raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality must be between 1 and 100, got {args.quality}")
-    if args.size is not None and not (MIN_SIZE <= args.size <= MAX_SIZE and args.size % 64 == 0):
-        raise UserError(f"--size must be a multiple of 64 from {MIN_SIZE} to {MAX_SIZE}, got {args.size}")
+    if args.size is not None and (problem := resolution_problem(args.size)) is not None:
+        raise UserError(f"--size {problem}")
     jobs = getattr(args, "jobs", 1)
     if not 1 <= jobs <= MAX_JOBS:
         raise UserError(f"--jobs must be between 1 and {MAX_JOBS}, got {jobs}")

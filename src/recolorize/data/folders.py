@@ -151,11 +151,31 @@ def _readable(path: Path, verify: bool) -> str | None:
     return None
 
 
+def _folder_key(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The real folder behind ``path`` (links followed) as (device, inode); None when it cannot be read."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_dev, status.st_ino
+
+
 def _walk_images(folder: Path) -> Iterable[Path]:
     """Photo files under ``folder``; hidden files and folders (``is_hidden``: dot-files, and the temporary
-    files a killed writer may leave) are skipped."""
+    files a killed writer may leave) are skipped.
+
+    Links to folders are followed, but each real folder (device, inode) is entered once: a link back up
+    the tree (``x -> .``, ``up -> ..``), or two links to one folder, would otherwise be walked without end.
+    """
+    entered = {_folder_key(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if d not in MASK_FOLDER_NAMES and not is_hidden(d))
+        kept = []
+        for name in sorted(d for d in dirnames if d not in MASK_FOLDER_NAMES and not is_hidden(d)):
+            key = _folder_key(os.path.join(dirpath, name))
+            if key is not None and key not in entered:
+                entered.add(key)
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if not is_hidden(name) and name.lower().endswith(PHOTO_SUFFIXES):
                 yield Path(dirpath) / name

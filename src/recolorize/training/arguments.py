@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recolorize.config import CONFIGS
-from recolorize.errors import UserError, exit_code
+from recolorize.errors import UserError, exit_code, refuse_non_finite_options
 from recolorize.training.loop import TrainRequest, train
 from recolorize.training.stages import STAGE_ORDER
 
@@ -47,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)  # as ``recolorize``: our messages, not Pillow's
-    return exit_code(lambda: run(args))
+
+    def command() -> int:
+        refuse_non_finite_options(args)  # any float option of any command: nan, inf, 1e400
+        return run(args)
+
+    return exit_code(command)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

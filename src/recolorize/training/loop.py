@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from recolorize.config import CONFIGS, TRAIN_CONFIGS, ModelConfig, StageConfig, 
 from recolorize.data.cache import TrainingCache, is_cache
 from recolorize.data.folders import Photo, discover_photos
 from recolorize.errors import UserError
+from recolorize.lpips import LpipsNet
 from recolorize.networks.model import RecolorModel, is_backbone_key
 from recolorize.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -47,9 +49,12 @@ from recolorize.training.run_folder import (
 from recolorize.training.runner import RunContext, StageSummary, run_stage
 from recolorize.training.stages import STAGE_ORDER, get_stage
 
-__all__ = ["TrainRequest", "apply_overrides", "default_train_config", "train"]
+__all__ = ["MAX_SEED", "TrainRequest", "apply_overrides", "default_train_config", "train"]
 
 logger = logging.getLogger(__name__)
+
+#: Largest ``seed``: numpy's generators (``np.random.seed``, ``default_rng``) take 0 to 2^32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 # --- the request ---------------------------------------------------------------------------------------
@@ -173,6 +178,15 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
             raise UserError(f"{name} must be at least 1 (got {getattr(config, name)})")
     if not 0.0 <= config.ema_decay < 1.0:
         raise UserError(f"ema_decay must lie in [0, 1) (got {config.ema_decay})")
+    if not 0 <= config.seed <= MAX_SEED:  # numpy's generators take 0 to 2^32 - 1 only
+        raise UserError(f"seed must be a whole number from 0 to {MAX_SEED} (got {config.seed})")
+    nets = typing.get_args(LpipsNet)
+    for name in STAGE_ORDER:  # what Adam and LPIPS would refuse with a traceback once the stage starts
+        stage = config.stage(name)
+        if not all(0.0 <= beta < 1.0 for beta in stage.betas):
+            raise UserError(f"{name}.betas must each lie in [0, 1) (got {list(stage.betas)})")
+        if stage.lpips_net not in nets:
+            raise UserError(f"{name}.lpips_net must be one of {', '.join(nets)} (got {stage.lpips_net!r})")
     return config
 
 

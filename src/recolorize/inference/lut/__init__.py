@@ -14,11 +14,11 @@ Two ways of turning a transfer into a LUT were measured on the ground-truth benc
   colour hint) averaged over the image: the global part of the look, with no fit.
 
 Applying is trilinear interpolation with ``torch.nn.functional.grid_sample`` (vectorised, multi-threaded,
-float32: a 12 MP photo in a fraction of a second). ``.cube`` files are read and written by colour-science
-(``pip install 'recolorize[lut]'``), in the Adobe/Resolve layout: ``LUT_3D_SIZE``, domain 0-1, red index
-fastest. LUTs work on sRGB-encoded values, the space the model works in: ``imaging.load_image`` gives
-a photo's sRGB copy, and ``save_image(..., like=photo)`` carries the change onto the photo's own samples
-in its own profile, as for ``transfer``.
+float32: a 12 MP photo in a fraction of a second). ``.cube`` files are written by colour-science
+(``pip install 'recolorize[lut]'``) and read by our own bounded parser, in the Adobe/Resolve layout:
+``LUT_3D_SIZE``, domain 0-1, red index fastest. LUTs work on sRGB-encoded values, the space the model
+works in: ``imaging.load_image`` gives a photo's sRGB copy, and ``save_image(..., like=photo)`` carries
+the change onto the photo's own samples in its own profile, as for ``transfer``.
 
 One job per module: ``table`` (:class:`Lut3D` and applying it), ``fit`` (the least-squares fit),
 ``from_transfer`` (a prepared pair's look as a LUT) and ``cube`` (``.cube`` I/O). This package re-exports
@@ -27,7 +27,14 @@ their public names, the API the CLI, ``recolorize.Lut3D`` and the benchmarks use
 
 from __future__ import annotations
 
-from recolorize.inference.lut.cube import MAX_CUBE_BYTES, LutError, read_cube, write_cube
+from recolorize.inference.lut.cube import (
+    MAX_CUBE_1D_SIZE,
+    MAX_CUBE_3D_SIZE,
+    MAX_CUBE_BYTES,
+    LutError,
+    read_cube,
+    write_cube,
+)
 from recolorize.inference.lut.fit import FIT_MAX_SAMPLES, FIT_ORDER, FIT_PRIOR, FIT_SMOOTHNESS, fit_lut
 from recolorize.inference.lut.from_transfer import LUT_METHODS, pooled_generator_lut, transfer_lut
 from recolorize.inference.lut.table import LUT_SIZE, Lut3D, apply_lut
@@ -42,6 +49,8 @@ __all__ = [
     "FIT_PRIOR",
     "FIT_MAX_SAMPLES",
     "MAX_CUBE_BYTES",
+    "MAX_CUBE_1D_SIZE",
+    "MAX_CUBE_3D_SIZE",
     "apply_lut",
     "fit_lut",
     "pooled_generator_lut",
