@@ -70,9 +70,10 @@ def for_saving(source: Any, rgb: Any) -> Any:
     return source.metadata_only() if getattr(rgb, "dtype", None) == "uint8" else source
 
 
-def write_outputs(job: Job, source: Any, rgb: Any, args: argparse.Namespace) -> None:
+def write_outputs(job: Job, source: Any, rgb: Any, args: argparse.Namespace, base: Any = None) -> None:
     """Write the re-coloured ``rgb`` to ``job.output`` like ``source`` (pass ``for_saving(source, rgb)``),
-    then, with ``--lut``, the transfer's look fitted to it (float ``rgb``, the whole source needed)."""
+    then, with ``--lut``, the transfer's look fitted to it (float ``rgb``, the whole source needed): the
+    model's prior LUT ``base`` exactly plus the change fitted on top, as ``recolorize lut`` writes it."""
     from recolorize.imaging import save_image
 
     overwrite = args.overwrite  # without it, a file written meanwhile (another run) is not replaced
@@ -81,8 +82,9 @@ def write_outputs(job: Job, source: Any, rgb: Any, args: argparse.Namespace) -> 
     )
     lut_path = getattr(args, "lut", None)
     if lut_path is not None:
-        from recolorize.inference.lut import Lut3D, fit_lut, write_cube
+        from recolorize.inference.lut import Lut3D, write_cube
+        from recolorize.inference.lut.from_transfer import lut_from_rendering
 
-        lut = fit_lut(source.rgb, rgb) if args.strength > 0 else Lut3D.identity()
+        lut = lut_from_rendering(source.rgb, rgb, base) if args.strength > 0 else Lut3D.identity()
         write_cube(lut, lut_path, overwrite=overwrite)
         logger.info("wrote %s (%d^3 LUT)", lut_path, lut.size)

@@ -180,9 +180,14 @@ def transfer_one(run: _Run, job: Job, source: Any = None) -> None:
         del reference  # only its network copy is used from here: free its pixels for the full-size step
         dtype = render_dtype(job, source, wants_float)
         rgb = run.recolorizer.render_array(prepared, args.strength, dtype=dtype)
+        base = None
+        if wants_float:  # the model's own colour prior as a LUT: --lut writes it plus the fitted change
+            from recolorize.inference.lut.from_transfer import prior_lut
+
+            base = prior_lut(prepared, args.strength)
         del prepared
     source = for_saving(source, rgb)
-    write_outputs(job, source, rgb, args)
+    write_outputs(job, source, rgb, args, base)
 
 
 def _run_in_turn(run: _Run, todo: list[Job], early: dict[Path, Any]) -> None:

@@ -17,7 +17,7 @@ from recolorize.inference.lut.table import LUT_SIZE, Lut3D, lattice
 if TYPE_CHECKING:  # pragma: no cover
     from recolorize.inference.pipeline import PreparedPair, Recolorizer
 
-__all__ = ["LUT_METHODS", "pooled_generator_lut", "transfer_lut"]
+__all__ = ["LUT_METHODS", "lut_from_rendering", "pooled_generator_lut", "prior_lut", "transfer_lut"]
 
 #: How a transfer becomes a LUT (the package docstring); the first is the default. "prior": the model's
 #: colour prior lattice itself (models with the lattice prior), exactly, without f's residual.
@@ -108,13 +108,25 @@ def transfer_lut(
         small = resize_for_network(source.tensor(), shape)[0].permute(1, 2, 0).numpy()
         source = LoadedImage(rgb=np.ascontiguousarray(small))
     rendered = recolorizer.render_array(dataclasses.replace(prepared, source=source), strength)
+    return lut_from_rendering(source.rgb, rendered, base, size, max_samples)
+
+
+def lut_from_rendering(
+    source: np.ndarray,
+    rendered: np.ndarray,
+    base: Lut3D | None,
+    size: int = LUT_SIZE,
+    max_samples: int = FIT_MAX_SAMPLES,
+) -> Lut3D:
+    """The look of one rendering as a LUT: ``base`` (the model's prior LUT) exactly plus the change the
+    model made on top of it fitted as a LUT, so colours the photo lacks keep the prior's look; without a
+    base, the least-squares LUT of the whole transfer (:func:`fit_lut`)."""
     if base is None:
-        return fit_lut(source.rgb, rendered, size=size, max_samples=max_samples)
-    # the prior exactly, plus f's residual fitted as a LUT: colours the photo lacks keep the prior's look
+        return fit_lut(source, rendered, size=size, max_samples=max_samples)
     from recolorize.prior import apply_lattice
 
-    residual = rendered - np.clip(apply_lattice(base.table, source.rgb), 0.0, 1.0)  # rendered is clipped
-    fitted = fit_lut(
-        source.rgb, np.clip(source.rgb + residual, -1.0, 2.0), size=size, max_samples=max_samples
-    )
+    if base.size != size:
+        base = Lut3D(apply_lattice(base.table, lattice(size)))
+    residual = rendered - np.clip(apply_lattice(base.table, source), 0.0, 1.0)  # rendered is clipped
+    fitted = fit_lut(source, np.clip(source + residual, -1.0, 2.0), size=size, max_samples=max_samples)
     return Lut3D(base.table + (fitted.table - lattice(size)))
