@@ -78,7 +78,7 @@ def test_the_training_cache_stores_the_prior_fitted_on_its_384_px_crops(shared_d
     item = CachedTriples(cache)[0]
     assert item["prior"].shape == (3, 9, 9, 9)
     # the stored prior maps the source toward the target, as inference's would (on the most changed triple)
-    changes = [np.abs(cache.image("source", i) - cache.image("target", i)).mean().item() for i in range(3)]
+    changes = [(cache.image("source", i) - cache.image("target", i)).abs().mean().item() for i in range(3)]
     index = int(np.argmax(changes))
     source = cache.image("source", index).permute(1, 2, 0).numpy()
     target = cache.image("target", index).permute(1, 2, 0).numpy()
