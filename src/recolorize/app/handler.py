@@ -3,6 +3,7 @@ headers every response carries, and turns every refusal into a JSON error (bugs 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from recolorize.app.jobs import ALLOWED_FORMATS
+from recolorize.app.limits import BODY_COPIES, DeadlineReader, Reservation
 from recolorize.app.validation import (
     MAX_REFERENCES,
     MULTIPART_OVERHEAD,
@@ -59,9 +61,33 @@ class AppHandler(BaseHTTPRequestHandler):
     _body_read = True  # False while a POST's body is still unread (then the connection must close)
 
     def setup(self) -> None:
-        """Give the socket the idle timeout before anything is read (StreamRequestHandler applies it)."""
+        """Give the socket the idle timeout before anything is read (StreamRequestHandler applies it), and
+        read it through a :class:`DeadlineReader`, so a request's head and body also have total deadlines."""
         self.timeout = self.server.state.config.idle_timeout_s
         super().setup()
+        self.rfile.close()  # the socket's own reader: closed, or the socket would stay open after close()
+        self._reader = DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        """Wait for a request's first byte (idle timeout only), then give its line and headers
+        ``header_timeout_s`` in all: a client sending a byte now and then is cut off there."""
+        self._reader.deadline = None
+        try:
+            if not self.rfile.peek(1):  # the client closed the connection
+                self.close_connection = True
+                return
+        except OSError:  # silent past the idle timeout (TimeoutError), or reset
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + self.server.state.config.header_timeout_s
+        super().handle_one_request()  # a TimeoutError in the head: logged, connection closed
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()  # reads the headers
+        finally:
+            self._reader.deadline = None  # a body has its own deadline (_body_deadline)
 
     def version_string(self) -> str:
         return self.server_version
@@ -92,7 +118,8 @@ class AppHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def _problem(self, problem: HTTPProblem) -> None:
-        self._json(problem.status, {"error": problem.message})
+        body = json.dumps({"error": problem.message}).encode()
+        self._send(problem.status, body, "application/json", problem.headers)
 
     # --- dispatch -------------------------------------------------------------------------------------
     def _guarded(self, method: Any) -> None:
@@ -156,20 +183,30 @@ class AppHandler(BaseHTTPRequestHandler):
         values = self.headers.get_all("Content-Length") or []
         return parse_content_length(values, self.headers.get("Transfer-Encoding"))
 
+    def _body_deadline(self, start: float, done: int) -> float:
+        """When byte ``done + 1`` of a body must have arrived: ``body_timeout_s`` of grace, then
+        ``min_upload_rate`` bytes per second on average (the idle timeout bounds each read only, and a
+        client dripping one byte at a time would otherwise hold its thread for hours)."""
+        cfg = self.server.state.config
+        return start + cfg.body_timeout_s + (done + 1) / cfg.min_upload_rate
+
     def _read_body(self, length: int) -> bytes:
-        """Exactly ``length`` bytes, within ``body_timeout_s`` in all: the idle timeout bounds each read
-        only, and a client dripping one byte at a time would otherwise hold its thread for hours."""
-        deadline = time.monotonic() + self.server.state.config.body_timeout_s
+        """Exactly ``length`` bytes, each by its :meth:`_body_deadline` (a socket deadline), else 408."""
         body = bytearray(length)
         view = memoryview(body)
         done = 0
-        while done < length:
-            if time.monotonic() > deadline:
-                raise HTTPProblem(HTTPStatus.REQUEST_TIMEOUT, "the upload took too long; try again")
-            n = self.rfile.readinto1(view[done : min(length, done + (1 << 20))])
-            if not n:
-                raise HTTPProblem(HTTPStatus.BAD_REQUEST, "the upload was cut off")
-            done += n
+        start = time.monotonic()
+        try:
+            while done < length:
+                self._reader.deadline = self._body_deadline(start, done)
+                n = self.rfile.readinto1(view[done : min(length, done + (1 << 20))])
+                if not n:
+                    raise HTTPProblem(HTTPStatus.BAD_REQUEST, "the upload was cut off")
+                done += n
+        except TimeoutError:
+            raise HTTPProblem(HTTPStatus.REQUEST_TIMEOUT, "the upload took too long; try again") from None
+        finally:
+            self._reader.deadline = None
         view.release()
         self._body_read = True
         return bytes(body)
@@ -228,13 +265,16 @@ class AppHandler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"the upload is {upload}; each image may be at most {each}",
             )
-        body = self._read_body(length)
-        fields = parse_multipart(body, self.headers.get("Content-Type", ""))
-        del body
-        source, references = upload_images(fields, limit)
-        key, session = state.prepare(source, references)
+        with state.budget.reservation() as reservation:
+            try:  # before the body is read: a 503 at once when the uploads in progress hold the budget
+                reservation.grow(BODY_COPIES * length, "reading uploads")
+            except HTTPProblem as problem:
+                self._refuse_unread(problem, length)
+                return
+            key, session = self._prepare(length, reservation)
         src = session.prepared.source
         small = session.preview.source
+        logger.debug("memory budget held after the request: %d bytes", state.budget.held)
         self._json(
             HTTPStatus.OK,
             {
@@ -248,16 +288,41 @@ class AppHandler(BaseHTTPRequestHandler):
             },
         )
 
+    def _prepare(self, length: int, reservation: Reservation) -> tuple[str, Any]:
+        """Read the body, split it, and prepare the pair within the request's ``reservation``."""
+        state = self.server.state
+        body = self._read_body(length)
+        fields = parse_multipart(body, self.headers.get("Content-Type", ""))
+        del body
+        reservation.shrink_to(length)  # the parts alone are held now
+        source, references = upload_images(fields, state.config.max_upload_bytes)
+        return state.prepare(source, references, reservation)
+
+    def _refuse_unread(self, problem: HTTPProblem, length: int) -> None:
+        """Answer ``problem`` before reading the body, then drain it (a browser that is still sending
+        would see a reset instead of the answer) and close."""
+        self.close_connection = True
+        try:
+            self._problem(problem)
+            self.wfile.flush()
+        except OSError:
+            return
+        self._discard(length)
+
     def _discard(self, length: int) -> None:
-        """Read and drop an oversized body (so the browser sees our answer), up to 1 GB; then close."""
+        """Read and drop an unwanted body (so the browser sees our answer), up to 1 GB, at the body's
+        floor rate (:meth:`_body_deadline`); then close."""
         self.close_connection = True
         remaining = min(length, 1_000_000_000)
-        self.connection.settimeout(10)
+        start = time.monotonic()
         try:
             while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
+                self._reader.deadline = self._body_deadline(start, length - remaining)
+                chunk = self.rfile.read1(min(remaining, 1 << 20))
                 if not chunk:
                     break
                 remaining -= len(chunk)
-        except OSError:
+        except OSError:  # TimeoutError included: a client too slow to drain is simply closed
             pass
+        finally:
+            self._reader.deadline = None

@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from recolorize.app import DEFAULT_CACHE_SIZE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PREVIEW_SIZE
-from recolorize.app.validation import ID_RE, HTTPProblem
+from recolorize.app.limits import BODY_COPIES, DECODE_BYTES_PER_PIXEL, MemoryBudget, Reservation
+from recolorize.app.validation import ID_RE, MAX_REFERENCES, MULTIPART_OVERHEAD, HTTPProblem
 from recolorize.errors import UserError
 from recolorize.image_formats import APP_DEFAULT_MAX_PIXELS
 from recolorize.imaging import (
@@ -38,6 +39,9 @@ __all__ = [
     "DEFAULT_MAX_WAITING",
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_HEADER_TIMEOUT_S",
+    "DEFAULT_MIN_UPLOAD_RATE",
+    "DEFAULT_MEMORY_BUDGET",
     "ALLOWED_FORMATS",
     "AppConfig",
     "Session",
@@ -52,6 +56,13 @@ DEFAULT_MAX_WAITING = 8
 DEFAULT_IDLE_TIMEOUT_S = 20.0
 #: Connections served at once; a browser opens about 6, so this leaves room for several tabs.
 DEFAULT_MAX_CONNECTIONS = 32
+#: Seconds a request line and its headers may take in all, from their first byte (a client dripping a
+#: byte at a time is never idle, so the idle timeout alone does not free its slot).
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: A body must arrive at this many bytes per second on average, after ``body_timeout_s`` of grace.
+DEFAULT_MIN_UPLOAD_RATE = 64_000
+#: Bytes that buffered uploads and decoded images may hold at once across all connections, at least.
+DEFAULT_MEMORY_BUDGET = 512_000_000
 
 #: The file types the app decodes (Pillow would open more, some through external programs).
 ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF", "MPO")
@@ -70,8 +81,20 @@ class AppConfig:
     max_waiting: int = DEFAULT_MAX_WAITING
     job_timeout_s: float = 300.0
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
-    body_timeout_s: float = 120.0
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = 10.0  # grace before min_upload_rate applies: a body gets this + size / rate
+    min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Bytes held at once by uploads being read and images being decoded, all connections together;
+    #: 0 = the default, :data:`DEFAULT_MEMORY_BUDGET` or the cost of one largest upload if that is more.
+    memory_budget: int = 0
+
+    def memory_budget_bytes(self) -> int:
+        """The budget in bytes: ``memory_budget``, or by default at least one largest request's body."""
+        if self.memory_budget > 0:
+            return self.memory_budget
+        largest = (1 + MAX_REFERENCES) * self.max_upload_bytes + MULTIPART_OVERHEAD
+        return max(DEFAULT_MEMORY_BUDGET, BODY_COPIES * largest)
 
 
 @dataclass
@@ -110,14 +133,18 @@ class AppState:
             raise UserError("the upload limit must be positive")
         if config.max_connections < 1:
             raise UserError(f"the server must accept at least one connection, got {config.max_connections}")
-        if not config.idle_timeout_s > 0 or not config.body_timeout_s > 0:
-            raise UserError("the idle and upload timeouts must be positive")
+        if not all(t > 0 for t in (config.idle_timeout_s, config.header_timeout_s, config.body_timeout_s)):
+            raise UserError("the idle, header and upload timeouts must be positive")
+        if config.min_upload_rate < 1 or config.memory_budget < 0:
+            raise UserError("the upload rate must be positive and the memory budget not negative")
         self.recolorizer = recolorizer
         self.config = config
         self._job_lock = threading.Lock()
         self._waiting = threading.BoundedSemaphore(config.max_waiting + 1)
         self._cache: OrderedDict[str, Session] = OrderedDict()
         self._cache_lock = threading.Lock()
+        #: what uploads being read and images being decoded hold at once, across all connections
+        self.budget = MemoryBudget(config.memory_budget_bytes())
 
     # --- the job queue ------------------------------------------------------------------------------
     def run_job(self, fn: Any, *args: Any) -> Any:
@@ -163,8 +190,12 @@ class AppState:
             self._cache.clear()
 
     # --- the work -------------------------------------------------------------------------------------
-    def decode(self, data: bytes, filename: str, role: str) -> LoadedImage:
-        """Check the file type, then decode with ``load_image`` (its UserError messages reach the page)."""
+    def decode(
+        self, data: bytes, filename: str, role: str, reservation: Reservation | None = None
+    ) -> LoadedImage:
+        """Check the file type, then decode with ``load_image`` (its UserError messages reach the page).
+        The decoder's memory (from the header's size) is added to ``reservation`` while it runs (503 if
+        the budget has no room)."""
         name = f"the {role} image" + (f" ({filename})" if filename else "")
         if not data:
             raise HTTPProblem(HTTPStatus.BAD_REQUEST, f"{name} is empty")
@@ -181,6 +212,9 @@ class AppState:
                 f"{name} is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels; "
                 f"the limit is {limit:,} pixels",
             )
+        before = reservation.bytes if reservation is not None else 0
+        if reservation is not None and size is not None:
+            reservation.grow(size[0] * size[1] * DECODE_BYTES_PER_PIXEL, "decoding images")
         stream = io.BytesIO(data)
         stream.name = name  # load_image names the file in its messages
         try:
@@ -197,6 +231,9 @@ class AppState:
             raise HTTPProblem(
                 HTTPStatus.BAD_REQUEST, f"{name} could not be decoded ({type(error).__name__}: {error})"
             ) from error
+        finally:  # decoded: the decoder's work memory is gone, the image is the pair's (the LRU bounds those)
+            if reservation is not None:
+                reservation.shrink_to(before)
 
     def _probe(self, data: bytes, name: str) -> tuple[str | None, tuple[int, int] | None]:
         """Format and size from the file's header (Pillow reads no pixels here); (None, None) if unknown.
@@ -222,14 +259,20 @@ class AppState:
         except Exception:  # not an image Pillow can read: load_image says why
             return None, None
 
-    def prepare(self, source: tuple[str, bytes], references: list[tuple[str, bytes]]) -> tuple[str, Session]:
+    def prepare(
+        self,
+        source: tuple[str, bytes],
+        references: list[tuple[str, bytes]],
+        reservation: Reservation | None = None,
+    ) -> tuple[str, Session]:
         """Decode the images and run the predictor once (under the job lock); cache the pair. Several
-        references are one set of positions for the attention (Recolorizer.prepare)."""
+        references are one set of positions for the attention (Recolorizer.prepare). Each decode first
+        grows ``reservation`` (the request's share of the memory budget)."""
 
         def job() -> Session:
             start = time.perf_counter()
-            src = self.decode(source[1], source[0], "source")
-            refs = [self.decode(data, name, "reference") for name, data in references]
+            src = self.decode(source[1], source[0], "source", reservation)
+            refs = [self.decode(data, name, "reference", reservation) for name, data in references]
             try:
                 prepared = self.recolorizer.prepare(src, refs if len(refs) > 1 else refs[0])
             except UserError as error:

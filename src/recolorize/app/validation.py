@@ -39,12 +39,13 @@ _LENGTH_RE = re.compile(r"^[0-9]{1,15}$")
 
 
 class HTTPProblem(Exception):
-    """An error answered as JSON ``{"error": message}`` with an HTTP status."""
+    """An error answered as JSON ``{"error": message}`` with an HTTP status (and ``headers``, if any)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def mb_pair(size: int, limit: int) -> tuple[str, str]:
