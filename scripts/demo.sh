@@ -4,4 +4,3 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/recolorize transfer examples/source.jpg examples/reference.jpg -o recolorized.jpg --overwrite "$@"
-echo "wrote recolorized.jpg"

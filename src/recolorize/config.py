@@ -1,6 +1,7 @@
 """Model and training configurations as data: frozen dataclasses saved as JSON beside every weight file.
 
-Named configs (:data:`CONFIGS`, design.md): ``pointwise`` (128 px, the pointwise generator with the colour
+Named configs (:data:`CONFIGS`; docs/architecture.md, "Design decisions"):
+``pointwise`` (128 px, the pointwise generator with the colour
 correspondence and the quadratic correspondence prior: the shipped model, trained on a 2-core CPU),
 ``pointwise-mkl`` and ``pointwise-affine`` (the same with the MKL / affine correspondence prior: the first
 phases of the shipped model's recipe), ``paper`` (the paper's
@@ -90,7 +91,7 @@ class ModelConfig:
         self-reconstruction, so short runs stay sane). Off reproduces the paper.
     softmax_temperature: temperature of the softmax attention used by the "w/o hard" ablation.
     generator: "conv" is the paper's encoder-decoder StyleGAN2 G'; "pointwise" is the per-pixel colour
-        mapping out(x) = base(x) + f(I(x); styles(x)) that learns on two CPU cores (design.md).
+        mapping out(x) = base(x) + f(I(x); styles(x)) that learns on two CPU cores (docs/architecture.md).
     pointwise_width, pointwise_layers: hidden width and number of demodulated 1x1 layers of f.
     colour_correspondence: P_W also warps the reference's cell colours (hard at 1/16, soft with a learned
         temperature at 1/8) and hands the 1/8 one to the generator per pixel as a colour hint.

@@ -9,21 +9,100 @@ folder scan (:func:`is_hidden`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "is_hidden"]
+__all__ = ["TEMP_PREFIX", "atomic_write", "is_hidden", "name_problem", "output_file_problem"]
 
 #: Every temporary file of :func:`atomic_write` starts with it: a hidden file.
 TEMP_PREFIX = "."
 _TEMP_TRIES = 100
+#: The longest file name (bytes) when the filesystem does not say (Linux, macOS, Windows: 255).
+NAME_MAX = 255
 
 
 def is_hidden(name: str) -> bool:
     """A dot-file: a hidden file, or a temporary file of :func:`atomic_write` (which a writer killed by
     SIGKILL or a power cut may leave). Folder scans skip them."""
     return name.startswith(TEMP_PREFIX)
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists; ``..`` is taken after symlinks (``realpath``), so
+    ``nosuch/../out`` means ``./out``, and no ``nosuch`` is ever made."""
+    existing = Path(os.path.realpath(folder))
+    while existing != existing.parent:
+        try:
+            if existing.exists():
+                break
+        except OSError:  # a part too long for the filesystem: not there either
+            pass
+        existing = existing.parent
+    return existing
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the filesystem of ``folder`` (or its nearest existing ancestor) takes."""
+    try:
+        return int(os.pathconf(_nearest_existing(folder), "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the name is unknown
+        return NAME_MAX
+
+
+def name_problem(path: str | os.PathLike[str]) -> str | None:
+    """None when every part of ``path`` is a name the filesystem can hold, else a sentence saying which
+    is not. Checked first, before anything asks the filesystem about ``path`` (which would raise)."""
+    target = Path(path)
+    name_max = _name_max(target.parent)
+    for part in target.parts:
+        if len(os.fsencode(part)) > name_max:
+            shown = part if len(part) <= 40 else f"{part[:20]}...{part[-12:]}"
+            return f"the name {shown!r} is longer than the {name_max} bytes a file name may have"
+    return None
+
+
+def output_file_problem(path: str | os.PathLike[str], create_folder: bool = False) -> str | None:
+    """The one rule for where an output file may go, checked before any work; None when it may, else
+    a sentence saying why not.
+
+    Its name fits the filesystem (the temporary name of :func:`atomic_write` is shortened to fit, the
+    final name cannot be). Its folder must exist and be writable, as with ``cp``: a mistyped ``-o
+    /typo/dir/x.jpg`` is refused, not created. ``create_folder`` (a batch writing into its ``-o`` folder):
+    the folder may be made, under the nearest folder that exists, which must be writable.
+    """
+    target = Path(path)
+    folder = target.parent
+    if (problem := name_problem(target)) is not None:
+        return problem
+    if not create_folder:
+        if not folder.exists():
+            return f"cannot write {target}: the folder {folder} does not exist"
+        if not folder.is_dir():
+            return f"cannot write {target}: {folder} is a file, not a folder"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"cannot write to folder {folder}"
+        return None
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        return f"cannot write {target}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write to folder {existing}"
+    return None
+
+
+def _temp_name(target: Path, ending: str) -> str:
+    """A free-looking hidden name beside ``target`` that fits the filesystem's name limit: the target's
+    name, shortened (its start plus a hash of the whole) when name + random part + suffix would not fit."""
+    random_part = f".{os.urandom(4).hex()}{ending}"
+    name = target.name
+    room = _name_max(target.parent) - len(os.fsencode(TEMP_PREFIX + random_part))
+    if len(os.fsencode(name)) > room:
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+        head = os.fsencode(name)[: max(room - len(digest) - 1, 0)].decode("utf-8", "ignore")
+        name = f"{head}~{digest}"
+    return f"{TEMP_PREFIX}{name}{random_part}"
 
 
 def _umask() -> int:
@@ -48,12 +127,15 @@ def atomic_write(
     ``FileExistsError`` raised: of two writers racing for one name, one wins and the other is told.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():  # a batch's output folder; ``..`` after symlinks, so no stray folder
+        folder = Path(os.path.realpath(target.parent))
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / target.name  # ``nosuch/../out/x`` is ``out/x``: no ``nosuch`` to pass through
     ending = suffix if suffix is not None else target.suffix
     tmp: Path | None = None
     try:
         for _ in range(_TEMP_TRIES):
-            tmp = target.with_name(f"{TEMP_PREFIX}{target.name}.{os.urandom(4).hex()}{ending}")
+            tmp = target.with_name(_temp_name(target, ending))
             try:
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
                 break

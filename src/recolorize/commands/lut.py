@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from recolorize.errors import UserError
@@ -32,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Re-colour SOURCE after REFERENCE and write the colour mapping as a 3D LUT (.cube, "
         "Adobe/Resolve layout: LUT_3D_SIZE, domain 0-1, red fastest) that DaVinci Resolve, Premiere, "
         "Photoshop, OBS or ffmpeg's lut3d load. A LUT is one global mapping: the local part of the "
-        "transfer (different regions mapped differently) is averaged away (docs/results.md, '3D LUT').",
+        "transfer (different regions mapped differently) is averaged away. On held-out pairs the fitted "
+        "LUT stays within a mean ΔE2000 of 0.75 of the model's own output; where one colour changes "
+        "differently in different places (a red cup turned blue on a warm table), the LUT cannot follow, "
+        "so grade the photo itself with 'recolorize transfer' and use the LUT for other photos or video.",
     )
     parser.add_argument("source", type=Path, help="source photo")
     parser.add_argument("reference", type=Path, help="reference photo")
@@ -68,18 +70,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def check_lut_output(path: Path, overwrite: bool) -> None:
     """A ``.cube`` output that can be written, and the library that writes it: checked before any work."""
     from recolorize.inference.lut.cube import colour_io
+    from recolorize.io_utils import name_problem, output_file_problem
 
+    if (problem := name_problem(path)) is not None:
+        raise UserError(problem)
     if path.suffix.lower() != LUT_SUFFIX:
         raise UserError(f"the LUT file {path} must end in {LUT_SUFFIX}")
     if path.is_dir():
         raise UserError(f"the LUT file {path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise UserError(f"LUT file {path} exists; use --overwrite to replace it")
-    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"cannot write {path}: {existing} is a file, not a folder")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to folder {existing}")
+    if (problem := output_file_problem(path)) is not None:
+        raise UserError(problem)
     colour_io()
 
 
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from recolorize.commands.job_logs import held_logs
     from recolorize.commands.transfer_run import load_model, out_of_memory_is_an_error
     from recolorize.config import resolution_problem
-    from recolorize.imaging import check_regular_file, load_image, resolve_max_pixels
+    from recolorize.imaging import load_image, photo_size, resolve_max_pixels
+    from recolorize.io_utils import name_problem
 
     if not 0.0 <= args.strength <= 1.0:
         raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
@@ -97,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and (problem := resolution_problem(args.size)) is not None:
         raise UserError(f"--size {problem}")
     max_pixels = resolve_max_pixels(args.max_pixels)
-    check_regular_file(args.source)
-    check_regular_file(args.reference)
-    check_lut_output(args.output, args.overwrite)
+    if (problem := name_problem(args.output)) is not None:
+        raise UserError(problem)
+    for path in (args.source, args.reference):  # a text file named .jpg: refused now, not after torch
+        photo_size(path, max_pixels)
+    check_lut_output(args.output, args.overwrite)  # imports colour-science (~1 s)
 
     from recolorize.process import heavy_imports
 

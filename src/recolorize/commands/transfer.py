@@ -105,6 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check_options(args: argparse.Namespace) -> int:
     """Check every option (cheap, nothing loaded); returns the pixel limit."""
     from recolorize.imaging import resolve_max_pixels
+    from recolorize.io_utils import name_problem
 
     if not 0.0 <= args.strength <= 1.0:
         raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
@@ -115,13 +116,31 @@ def _check_options(args: argparse.Namespace) -> int:
     jobs = getattr(args, "jobs", 1)
     if not 1 <= jobs <= MAX_JOBS:
         raise UserError(f"--jobs must be between 1 and {MAX_JOBS}, got {jobs}")
+    for output in (args.output, getattr(args, "lut", None)):
+        if output is not None and (problem := name_problem(output)) is not None:
+            raise UserError(problem)
     return resolve_max_pixels(args.max_pixels)
+
+
+def _check_headers(args: argparse.Namespace, plan: Plan, max_pixels: int) -> None:
+    """Read the headers of the photos every job needs (the one source, the references of a folder
+    batch), so that a text file named .jpg is refused at once, not after torch's import (2-3 s)."""
+    from recolorize.commands.transfer_plan import reference_paths
+    from recolorize.imaging import photo_size
+
+    if args.pairs is not None:  # each row's photos are checked with its row; a bad row is skipped
+        return
+    for path in reference_paths(args.reference):
+        photo_size(path, max_pixels)
+    if not plan.batch:
+        photo_size(plan.jobs[0].source, max_pixels)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, decode the photos, load the model, re-colour, write atomically."""
     max_pixels = _check_options(args)
     plan = plan_jobs(args)
+    _check_headers(args, plan, max_pixels)
     if getattr(args, "lut", None) is not None:
         from recolorize.commands.lut import check_lut_output
 

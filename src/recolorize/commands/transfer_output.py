@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recolorize.errors import UserError
+from recolorize.io_utils import output_file_problem
 
 if TYPE_CHECKING:
     from recolorize.commands.transfer_plan import Job
@@ -28,28 +28,23 @@ def check_output_folder(folder: Path) -> None:
     """A batch writes into ``folder``: it must be a folder (or not exist yet, under a writable one)."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"the output of a batch must be a folder, and {folder} is a file")
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"cannot create folder {folder}: {existing} is a file")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to folder {existing}")
+    if (problem := output_file_problem(folder / "x", create_folder=True)) is not None:
+        raise UserError(problem.replace(f"cannot write {folder / 'x'}", f"cannot create folder {folder}"))
 
 
-def check_output(job: Job, source_path: Path, overwrite: bool) -> None:
+def check_output(job: Job, source_path: Path, overwrite: bool, batch: bool = True) -> None:
     """``job.output`` can be written: not the source or an existing file (unless ``overwrite``), not a
-    folder, in a folder that exists or can be made and is writable."""
+    folder, a name the filesystem takes, in a writable folder (``io_utils.output_file_problem``). That
+    folder may be made in a batch (under its ``-o`` folder); one output file's folder (``batch=False``,
+    as the commands check a single output before any work) must exist, as with ``cp``."""
     if job.output.resolve() == source_path.resolve() and not overwrite:
         raise UserError(f"output {job.output} is the source itself; use --overwrite to replace it")
     if job.output.exists() and not overwrite:
         raise UserError(f"output {job.output} exists; use --overwrite to replace it")
     if job.output.is_dir():
         raise UserError(f"output {job.output} is a folder; give a file name")
-    parent = job.output.parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"cannot write {job.output}: {existing} is a file, not a folder")
-    if existing is not None and not os.access(existing, os.W_OK):
-        raise UserError(f"cannot write to folder {existing}")
+    if (problem := output_file_problem(job.output, create_folder=batch)) is not None:
+        raise UserError(problem)
 
 
 def render_dtype(job: Job, source: Any, wants_float: bool = False) -> type:

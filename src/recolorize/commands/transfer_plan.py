@@ -96,7 +96,7 @@ def plan_jobs(args: argparse.Namespace) -> Plan:
     output = args.output / args.source.name if args.output.is_dir() else args.output
     output_format(output)
     job = Job(args.source, args.reference, output)
-    check_output(job, source_path=job.source, overwrite=args.overwrite)
+    check_output(job, source_path=job.source, overwrite=args.overwrite, batch=False)
     return Plan([job], False)
 
 

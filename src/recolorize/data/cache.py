@@ -2,9 +2,10 @@
 
 Why: on a 2-core CPU the colour augmentation (~10 ms a crop) and the frozen EfficientNet-Lite0 pass (~12 ms an
 image) cost more than a training step of the pointwise model. Computed once, they make every stage read
-tensors from memory (design.md: "training is fast when the frozen semantic features are computed once per
-crop"). One cache serves all three stages: stage 1 trains on (source, target) colour pairs of the same
-geometry, stage 2 on single images, stage 3 on the whole triple with the cached features.
+tensors from memory (docs/architecture.md, "Design decisions": "training is fast when the frozen
+semantic features are computed once per crop"). One cache serves all three stages: stage 1 trains on
+(source, target) colour pairs of the same geometry, stage 2 on single images, stage 3 on the whole triple
+with the cached features.
 
 Layout: ``DIR/cache.json`` (what was built, with which settings) and ``DIR/shard_NNNNN.safetensors`` with
 ``source``, ``target``, ``reference`` (uint8, (N, 3, R, R)) and ``semantic_source``, ``semantic_reference``

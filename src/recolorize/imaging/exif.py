@@ -41,7 +41,7 @@ def _reset_orientation(exif: bytes) -> bytes:
             if tag == _ORIENTATION:  # rewritten as SHORT 1 whatever it was (text, a list, 9): 12 bytes
                 struct.pack_into(endian + "HIHH", buf, entry + 2, 3, 1, 1, 0)
     except (KeyError, struct.error):
-        logger.warning("EXIF block is malformed; keeping it unchanged")
+        logger.debug("EXIF block is malformed; keeping it unchanged")  # not ours to mend, nor to warn about
     return _EXIF_HEADER + bytes(buf)
 
 
@@ -59,7 +59,7 @@ def _orientation(im: Image.Image, name: str) -> int:
     try:
         value = im.getexif().get(_ORIENTATION, 1)
     except Exception as exc:  # noqa: BLE001 - a corrupt EXIF block must not stop the photo
-        logger.warning("%s: EXIF block is unreadable (%s); orientation taken as 1", name, one_line(exc))
+        logger.debug("%s: EXIF block is unreadable (%s); orientation taken as 1", name, one_line(exc))
         return 1
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
         return value

@@ -1,12 +1,12 @@
 """Full-resolution transfer: carry a low-resolution re-colouring onto the original photo.
 
-The generator works at 256x256; a photo is often 12 megapixels. Upsampling the generator's output
-would blur every detail, so instead (design.md, "Data flow at inference") we fit, at the working
-resolution, a *local affine colour transform* that maps the generator's self-reconstruction of the
-source (``before_low``) to its re-coloured result (``after_low``), and apply that transform to the
-original full-resolution source. This is the colour-transform form of guided filtering (He et al.,
-"Guided Image Filtering", the multi-channel case) and of bilateral guided upsampling (Chen et al.
-2016): the transform is smooth in space, the detail comes from the source itself.
+The generator works at 256x256; a photo is often 12 megapixels. Upsampling the generator's output would blur
+every detail, so instead (docs/architecture.md, "Design decisions", data flow at inference) we fit, at the
+working resolution, a *local affine colour transform* that maps the generator's self-reconstruction of the
+source (``before_low``) to its re-coloured result (``after_low``), and apply that transform to the original
+full-resolution source. This is the colour-transform form of guided filtering (He et al., "Guided Image
+Filtering", the multi-channel case) and of bilateral guided upsampling (Chen et al. 2016): the transform is
+smooth in space, the detail comes from the source itself.
 
 Per low-resolution pixel ``k`` we solve, over the box window ``w_k`` of radius ``radius``::
 

@@ -1,4 +1,4 @@
-"""Recolorizer: the inference pipeline a user calls (design.md, "Data flow at inference").
+"""Recolorizer: the inference pipeline a user calls (docs/architecture.md, "Design decisions").
 
     I_S, I_R (any size)  -> resized to the working resolution r x r
     W = P_W(I_S, I_R)    -> predicted latent maps (section 3.4), computed once per pair

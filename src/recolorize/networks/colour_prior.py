@@ -1,7 +1,8 @@
 """Classical colour priors as torch maps: the base the pointwise generator's residual is added to.
 
-Global colour maps (design.md: "with a classical prior the model starts at classical quality and learns
-local corrections"), fitted once at the working resolution and applied exactly at any resolution:
+Global colour maps (docs/architecture.md, "Design decisions": "with a classical prior the model starts
+at classical quality and learns local corrections"), fitted once at the working resolution and applied
+exactly at any resolution:
 
 - ``correspondence_map`` (the default model's): a robust least-squares fit of reference colour against
   source colour over the cells that P_W's 1/8 correspondence matches both ways. Where the two photos show

@@ -1,6 +1,7 @@
 """The conditional generator G / G' (SpaceEdit's conditional StyleGAN2, paper section 3.2).
 
-SpaceEdit's exact layer list was never published; this follows StyleGAN2 at 256x256 (design.md):
+SpaceEdit's exact layer list was never published; this follows StyleGAN2 at 256x256 (docs/architecture.md,
+"Design decisions"):
 an image encoder brings the input I_in down to 1/64 of its size, keeping a skip feature at every level; the
 decoder climbs back with 20 style inputs:
 

@@ -54,7 +54,7 @@ class StyleAffine(nn.Module):
     """The affine A that turns a latent (code or map) into a per-channel style m for one layer.
 
     Applied at the latent's own resolution and then resized to the feature size: the affine is pointwise
-    and linear, so this equals resizing first (design.md) and costs far less.
+    and linear, so this equals resizing first (docs/architecture.md, "Design decisions") and costs far less.
     """
 
     def __init__(self, latent_dim: int, channels: int) -> None:

@@ -1,4 +1,5 @@
-"""The pointwise generator: G / G' as a per-pixel colour mapping steered by the latent maps (design.md).
+"""The pointwise generator: G / G' as a per-pixel colour mapping steered by the latent maps
+(docs/architecture.md, "Design decisions").
 
     out(x) = base(x) + f(I(x), base(x), hint(x); styles(x))
 

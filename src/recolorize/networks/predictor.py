@@ -8,7 +8,7 @@ Data flow (Figure 3, right):
 5. ASPP-1 on [W0_R~, C_S^3, M] with w -> W1 (1/16); ASPP-2 adds C_S^2 -> W2 (1/8);
    ASPP-3 adds C_S^1 -> W3 (1/4).
 
-Decisions where the paper is ambiguous (design.md):
+Decisions where the paper is ambiguous (listed here; docs/architecture.md, "Design decisions", has the rest):
 - ASPP-1 takes the 1/16 source features (3.4.3 says C_S^1 but only the 1/16 map has the right size).
 - The mask M fed to ASPP-1 is source-aligned: 1 where a source position's best match was masked away.
   At test time masking is off and M is zero.

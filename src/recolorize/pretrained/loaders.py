@@ -11,7 +11,9 @@ file in the user cache folder (``$RECOLORIZE_CACHE_DIR``, else ``$XDG_CACHE_HOME
 ``~/.cache/recolorize``) and later runs read that, which needs no unpickler at all and is faster (issue 11:
 every ``recolorize transfer`` builds the backbone). The cache records the ``.pth``'s size and modification
 time and a CRC-32 of its tensor bytes; a stale, truncated or corrupt cache is rebuilt from the ``.pth``, and
-a cache folder that cannot be written just means the ``.pth`` is read as before.
+a cache folder that cannot be written just means the ``.pth`` is read as before. Each install (each
+``.pth`` path) has its own cache file; writing one deletes those whose ``.pth`` is gone
+(``prune_stale_caches``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "CACHE_DIR_ENV",
     "cache_dir",
     "cached_torch_state",
+    "prune_stale_caches",
 ]
 
 logger = logging.getLogger(__name__)
@@ -164,9 +167,51 @@ def _source_stamp(source: Path) -> dict[str, str]:
     info = source.stat()
     return {
         "format": _CACHE_FORMAT,
+        "source": os.fsdecode(source.resolve()),  # which install it belongs to: pruned when that is gone
         "source_size": str(info.st_size),
         "source_mtime_ns": str(info.st_mtime_ns),
     }
+
+
+def _cache_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of the safetensors file ``path`` (its JSON header alone), or None when unreadable."""
+    try:
+        with path.open("rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            if header_size > 1 << 24:
+                return None
+            metadata = json.loads(handle.read(header_size)).get("__metadata__")
+    except (OSError, ValueError, struct.error, AttributeError):
+        return None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def prune_stale_caches(folder: Path, keep: Path) -> list[Path]:
+    """Delete this cache's files in ``folder`` that no install can use any more: each is the conversion of
+    one ``.pth`` (one per install, the path hashed into its name), so once that file is gone (a venv
+    removed or rebuilt) its 19 MB would stay forever. Files written before the source was recorded go
+    too (rebuilt once if still needed); anything not written by this cache is left alone. Returns what
+    was deleted."""
+    from recolorize.io_utils import is_hidden
+
+    removed = []
+    for other in sorted(folder.glob("*.safetensors")):
+        if other == keep or is_hidden(other.name) or not other.is_file():
+            continue
+        metadata = _cache_metadata(other)
+        if metadata is None or metadata.get("format") != _CACHE_FORMAT:
+            continue
+        source = metadata.get("source")
+        if source and Path(source).exists():
+            continue
+        try:
+            other.unlink()
+        except OSError as exc:
+            logger.debug("cannot delete the stale weight cache %s (%s)", other, exc)
+            continue
+        logger.debug("deleted the stale weight cache %s (its source %s is gone)", other, source)
+        removed.append(other)
+    return removed
 
 
 def _read_cache(path: Path, stamp: dict[str, str]) -> dict[str, torch.Tensor] | None:
@@ -242,6 +287,7 @@ def cached_torch_state(
     try:
         _write_cache(path, state, stamp)
         logger.debug("converted %s to %s", source, path)
+        prune_stale_caches(path.parent, keep=path)  # the caches of removed installs
     except OSError as exc:
         logger.debug("cannot write the weight cache %s (%s); reading %s each run", path, exc, source.name)
     return state

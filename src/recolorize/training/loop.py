@@ -325,10 +325,19 @@ def _load_init(path: Path) -> RecolorModel:
     """``--init`` weights, with a missing or bad file as one line."""
     if not path.is_file():
         raise UserError(f"--init weights {path} do not exist")
+    import warnings
+
     try:
-        return RecolorModel.load(path)
+        # broken weights (NaN, inf, overflowing values) are refused in one line: no library warning with
+        # its source line may reach stderr on the way, so numpy's and torch's go to the debug log
+        with np.errstate(all="ignore"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = RecolorModel.load(path)
     except (ValueError, OSError) as error:
         raise UserError(f"cannot load --init weights {path}: {error}") from error
+    for warning in caught:
+        logger.debug("loading %s: %s: %s", path, warning.category.__name__, warning.message)
+    return model
 
 
 def _find_data(request: TrainRequest, model_config: ModelConfig) -> tuple[list[Photo], TrainingCache | None]:
