@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
+import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 __all__ = [
     "UserError",
     "WeightsError",
+    "OneLineParser",
+    "escape_controls",
+    "shown",
+    "write_errors",
     "Terminated",
     "one_line",
     "exit_code",
@@ -24,8 +32,12 @@ class UserError(Exception):
     """Bad input from the user (missing file, corrupt image, bad option).
 
     The CLI turns it into one line on stderr and exit code 2; the message must say what is wrong and
-    with which path or value, in one sentence.
+    with which path or value, in one sentence. Its text is one line whatever the names in it hold: a
+    control character (a newline in a file name) is shown escaped (:func:`escape_controls`).
     """
+
+    def __str__(self) -> str:
+        return escape_controls(super().__str__())
 
 
 class WeightsError(UserError, ValueError):
@@ -34,6 +46,62 @@ class WeightsError(UserError, ValueError):
     A ``ValueError`` too, so API callers that catch the usual "bad value" exception also catch this one;
     a ``UserError`` so the CLI and the web app report it in one line (exit code 2).
     """
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: object) -> str:
+    """``text`` with every control or format character (newline, carriage return, escape, bidi marks, line
+    separators) written as its escape (``\\n``, ``\\x1b``, ``\\u202e``), so that it stays on one line and
+    shows what is there."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        else:
+            code = ord(char)
+            out.append(
+                f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            )
+    return "".join(out)
+
+
+def shown(path: object) -> str:
+    """A path (or any name a person gave) as an error message shows it: control characters escaped
+    (:func:`escape_controls`), so a file name with a newline cannot split the message or forge a line."""
+    return escape_controls(path)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose option errors are one line, ``recolorize <cmd>: <message> (see recolorize
+    <cmd> --help)``, and exit code 2 (argparse prints its usage block first: 2-7 lines). Subparsers take
+    the class of their parent, so the root parser's class covers every command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {one_line(escape_controls(message), 500)} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def write_errors(target: object, what: str = "") -> Iterator[None]:
+    """Turn a failed write of ``target`` in the block (a full disk, a read-only filesystem, no permission)
+    into a ``UserError``: one line, ``cannot write <what> <target>: <reason>`` (exit code 2), instead of an
+    ``OSError`` or safetensors' ``SafetensorError`` traceback (its Rust text is reduced to the reason)."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {what}{shown(target)}: {one_line(exc.strerror or exc)}") from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        code = re.search(r"os error (\d+)", str(exc))  # "I/O error: ... (os error 28) at path ..."
+        reason = os.strerror(int(code.group(1))) if code else "the file could not be written"
+        raise UserError(f"cannot write {what}{shown(target)}: {one_line(reason)}") from None
 
 
 def one_line(text: object, limit: int = 300) -> str:

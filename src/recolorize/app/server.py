@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import ThreadingHTTPServer
 from importlib import resources
@@ -99,6 +100,17 @@ class AppServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up while we answered (say, after an oversized Content-Length, before our 413)
+        is one debug line, not a traceback on stderr; any other error is socketserver's report."""
+        error = sys.exc_info()[1]
+        if isinstance(error, BrokenPipeError | ConnectionResetError | ConnectionAbortedError):
+            logger.debug(
+                "%s hung up before the answer was sent (%s)", client_address[0], type(error).__name__
+            )
+            return
+        super().handle_error(request, client_address)
 
     def _refuse(self, request: socket.socket) -> None:
         """A short 503 written from the accepting thread (it fits in the socket buffer), then close."""

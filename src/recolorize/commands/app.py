@@ -49,9 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-pixels",
-        type=int,
         default=APP_DEFAULT_MAX_PIXELS,
-        help=f"largest accepted image in pixels (default {APP_DEFAULT_MAX_PIXELS:,})",
+        metavar="N",
+        help=f"largest accepted image in pixels, written as for transfer: 40000000 or 4e7 "
+        f"(default {APP_DEFAULT_MAX_PIXELS:,})",
     )
     parser.add_argument(
         "--cache",
@@ -75,21 +76,21 @@ def run(args: argparse.Namespace) -> int:
     with heavy_imports():  # a server lives long: its collector need not walk torch's objects every pass
         from recolorize.app.jobs import AppConfig
         from recolorize.app.server import create_server
+        from recolorize.imaging import parse_max_pixels
         from recolorize.inference.pipeline import Recolorizer
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     if args.max_upload_mb <= 0:
         raise UserError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    if args.max_pixels < 1:
-        raise UserError(f"--max-pixels must be positive, got {args.max_pixels}")
+    max_pixels = parse_max_pixels(args.max_pixels)  # transfer's rule: 40000000, 40_000_000 or 4e7
     if args.cache < 1:
         raise UserError(f"--cache must be at least 1, got {args.cache}")
     if args.preview_size < 64:
         raise UserError(f"--preview-size must be at least 64, got {args.preview_size}")
     config = AppConfig(
         max_upload_bytes=int(args.max_upload_mb * 1_000_000),
-        max_pixels=args.max_pixels,
+        max_pixels=max_pixels,
         cache_size=args.cache,
         preview_size=args.preview_size,
     )

@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from recolorize.errors import UserError
+from recolorize.errors import UserError, shown, write_errors
 from recolorize.networks.model import RecolorModel, is_backbone_key
 from recolorize.networks.weights_file import check_finite
 from recolorize.training.checkpoint import latest_weights
@@ -33,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def export_run(run_dir: Path, out_dir: Path) -> Path:
-    """Write ``out_dir/model.safetensors`` (fp16) and ``model.json`` from ``run_dir``; returns the path."""
+    """Write ``out_dir/model.safetensors`` (fp16) and ``model.json`` from ``run_dir``; returns the path.
+
+    The output folder is checked before the run is read (a file in the way, a read-only or unwritable
+    folder); a write that fails all the same (a full disk) is one line too."""
+    check_output_folder(out_dir)
     config, state, source = latest_weights(run_dir)
     check_finite(source, state)  # a diverged run's NaN weights are not exported
     model = RecolorModel(config)
@@ -46,9 +50,29 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output {out_dir} exists and is not a folder")
     path = out_dir / "model.safetensors"
+    with write_errors(out_dir, "into the folder "):
+        out_dir.mkdir(parents=True, exist_ok=True)
     model.save(path, half=True)
     logger.info("exported %s -> %s (%.1f MB, fp16)", source, path, path.stat().st_size / 1e6)
     return path
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """``out_dir`` is a folder, or can be made in the nearest folder that exists, and a file can be created
+    there: a hidden probe file is made and removed at once (``os.access`` says yes to root on a read-only
+    filesystem). Nothing is created on the way: a missing folder is made only when the weights are
+    written."""
+    import tempfile
+
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        where = "is a file" if existing == out_dir else f"lies under {shown(existing)}, which is a file"
+        raise UserError(f"output {shown(out_dir)} {where}, not a folder")
+    with (
+        write_errors(existing, "into the folder "),
+        tempfile.TemporaryFile(dir=existing, prefix=".recolorize-"),
+    ):
+        pass
 
 
 def run(args: argparse.Namespace) -> int:

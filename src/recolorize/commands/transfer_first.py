@@ -50,6 +50,7 @@ class FirstDecode:
     def __init__(self, args: argparse.Namespace, plan: Plan, max_pixels: int) -> None:
         first = next((job for job in plan.jobs if args.overwrite or not job.output.exists()), None)
         self.source = first.source if first is not None and not plan.batch else None
+        self.output = first.output if first is not None else None
         self.reference = first.reference if first is not None and args.pairs is None else None
         self.max_pixels = max_pixels
         self.records: list[Any] = []
@@ -67,10 +68,12 @@ class FirstDecode:
 
     def _decode(self) -> tuple[dict[Path, Any], Any]:
         from recolorize.commands.transfer_run import load_references
-        from recolorize.imaging import load_image
+        from recolorize.imaging import check_output_fits, load_image
 
         sources = {}
         if self.source is not None:
+            # the output format's size limits, from the header: before anything is decoded
+            check_output_fits(self.output, self.source, self.max_pixels)
             sources[self.source] = load_image(self.source, max_pixels=self.max_pixels)
         reference = None
         if self.reference is not None:

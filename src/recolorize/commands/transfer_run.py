@@ -31,7 +31,7 @@ from recolorize.commands.job_logs import ThreadLogs, held_logs
 from recolorize.commands.transfer_first import FirstDecode
 from recolorize.commands.transfer_output import check_output, for_saving, render_dtype, write_outputs
 from recolorize.commands.transfer_plan import Job, Plan, describe_reference
-from recolorize.errors import UserError, one_line
+from recolorize.errors import UserError, one_line, shown
 
 if TYPE_CHECKING:  # imported by --jobs only (multiprocessing)
     from recolorize.commands.transfer_helpers import Helpers
@@ -167,10 +167,11 @@ def run_jobs(
 def transfer_one(run: _Run, job: Job, source: Any = None) -> None:
     """One job: decode the source (unless given), get the reference, check the output is still free,
     re-colour, write."""
-    from recolorize.imaging import load_image
+    from recolorize.imaging import check_output_fits, load_image
 
     args = run.args
     if source is None:
+        check_output_fits(job.output, job.source, run.max_pixels)  # the format's limits, from the header
         source = load_image(job.source, max_pixels=run.max_pixels)
     reference = run.references.get(job.reference)
     check_output(job, source_path=job.source, overwrite=args.overwrite)
@@ -291,6 +292,6 @@ def failure_line(job: Job, error: BaseException, skipped: bool = True) -> str:
         return f"recolorize: error: {one_line(error, 500)}"
     logger.debug("pair %s / %s failed", job.source, describe_reference(job.reference), exc_info=error)
     return (
-        f"recolorize: error: {job.source} with {describe_reference(job.reference)} failed "
+        f"recolorize: error: {shown(job.source)} with {shown(describe_reference(job.reference))} failed "
         f"({type(error).__name__}: {one_line(error)}){'; skipped' if skipped else ''}"
     )

@@ -14,7 +14,8 @@ One job per module:
 * ``samples``: a PIL image's samples as arrays (exact 16-bit), ``exif``: orientation;
 * ``icc`` (matrix/TRC profiles in float) and ``cms`` (ICC -> sRGB on decode, the change back on encode);
 * ``decode``: ``load_image``, ``photo_size``; ``loaded``: ``LoadedImage``;
-* ``encode``: ``save_image``, ``encode_image``, ``to_pil``, ``output_format``, ``takes_8bit_srgb``;
+* ``encode``: ``save_image``, ``encode_image``, ``to_pil``, ``output_format``, ``takes_8bit_srgb``,
+  ``check_encodable`` / ``check_output_fits`` (the formats' size limits, before decoding);
 * ``convert``: ``to_uint8``, ``resize_for_network`` (tensors), ``resize_image`` (arrays, Pillow filters),
   ``fit_long_side``.
 
@@ -24,7 +25,16 @@ training, evaluation, commands or the app); torch is imported only by the functi
 
 from recolorize.imaging.convert import fit_long_side, resize_for_network, resize_image, to_uint8
 from recolorize.imaging.decode import load_image, photo_size
-from recolorize.imaging.encode import encode_image, output_format, save_image, takes_8bit_srgb, to_pil
+from recolorize.imaging.encode import (
+    EncoderError,
+    check_encodable,
+    check_output_fits,
+    encode_image,
+    output_format,
+    save_image,
+    takes_8bit_srgb,
+    to_pil,
+)
 from recolorize.imaging.files import check_regular_file
 from recolorize.imaging.limits import (
     DECODE_BYTES_PER_PIXEL,
@@ -55,6 +65,9 @@ __all__ = [
     "resize_image",
     "resolve_max_pixels",
     "save_image",
+    "EncoderError",
+    "check_encodable",
+    "check_output_fits",
     "takes_8bit_srgb",
     "to_pil",
     "to_uint8",

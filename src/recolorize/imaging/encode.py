@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from recolorize.errors import UserError
+from recolorize.errors import UserError, shown
 from recolorize.image_formats import WRITE_FORMATS
 from recolorize.imaging.cms import _cms_profile, _from_srgb, _is_srgb, _profile_space, _quiet_profile
 from recolorize.imaging.convert import _as_hwc, _quantise, _unit
@@ -30,7 +30,17 @@ from recolorize.imaging.exif import _EXIF_HEADER
 from recolorize.imaging.loaded import LoadedImage
 from recolorize.io_utils import atomic_write
 
-__all__ = ["encode_image", "output_format", "save_image", "takes_8bit_srgb", "to_pil"]
+__all__ = [
+    "EncoderError",
+    "MAX_OUTPUT_SIDE",
+    "check_encodable",
+    "check_output_fits",
+    "encode_image",
+    "output_format",
+    "save_image",
+    "takes_8bit_srgb",
+    "to_pil",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +48,42 @@ _JPEG_EXIF_LIMIT = 65533
 _FORMATS = WRITE_FORMATS  # suffix -> Pillow format name; the formats we write
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+#: The longest side each written format holds (its header's field or its codec's limit): libjpeg's
+#: 65,500, WebP's 14-bit sizes, PNG's and BMP's signed 32-bit fields, TIFF's 32-bit ones.
+MAX_OUTPUT_SIDE = {"JPEG": 65500, "WEBP": 16383, "PNG": 2**31 - 1, "BMP": 2**31 - 1, "TIFF": 2**32 - 1}
+
+
+class EncoderError(UserError):
+    """An image the output format cannot hold, or that its encoder refused: one line, no codec text."""
+
+
+def check_encodable(fmt: str, size: tuple[int, int], name: object = None) -> None:
+    """Refuse (:class:`EncoderError`) an image of ``size`` (width, height) that ``fmt`` (a Pillow format
+    name or an output path) cannot hold; ``name`` (the output) is named in the message. The one check of
+    the formats' size limits: ``encode_image`` makes it, and the commands make it from the source's
+    header (:func:`check_output_fits`) before anything is decoded."""
+    if not isinstance(fmt, str) or fmt.upper() not in MAX_OUTPUT_SIDE:
+        name = fmt if name is None else name
+        fmt = output_format(fmt)
+    fmt = fmt.upper()
+    width, height = size
+    most = MAX_OUTPUT_SIDE[fmt]
+    if max(width, height) > most:
+        what = f"cannot write {shown(name)}: " if name is not None else ""
+        raise EncoderError(
+            f"{what}{fmt} holds at most {most:,} pixels a side and the image is {width:,} x {height:,}; "
+            f"choose another output format (.png or .tif)"
+        )
+
+
+def check_output_fits(
+    output: str | os.PathLike[str], source: str | os.PathLike[str], max_pixels: Any
+) -> None:
+    """Before decoding ``source``: its upright size, read from its header, fits ``output``'s format
+    (``check_encodable``). Refuses what ``load_image`` would refuse from the header, too."""
+    from recolorize.imaging.decode import photo_size
+
+    check_encodable(output_format(output), photo_size(source, max_pixels=max_pixels), output)
 
 
 def output_format(path: str | os.PathLike[str]) -> str:
@@ -228,6 +274,27 @@ def encode_image(rgb: Any, like: LoadedImage | None = None, fmt: str = "PNG", qu
     if not 1 <= int(quality) <= 100:
         raise UserError(f"quality must be between 1 and 100, got {quality}")
     samples, icc, exif, depth = _prepare(rgb, like, fmt)
+    check_encodable(fmt, (samples.shape[1], samples.shape[0]))  # its limits, not the codec's raw text
+    try:
+        return _encode(samples, icc, exif, depth, fmt, quality)
+    except Exception as exc:  # noqa: BLE001 - a codec's refusal, whatever its type, is one clean line
+        if exif:  # an EXIF block the encoder cannot parse (TIFF reads it as a TIFF): the image without it
+            logger.debug("the %s encoder refused the EXIF block", fmt, exc_info=True)
+            try:
+                data = _encode(samples, icc, None, depth, fmt, quality)
+            except Exception:  # noqa: BLE001
+                logger.debug("the %s encoder refused the image", fmt, exc_info=True)
+            else:
+                logger.warning("the source's EXIF block is malformed; written without it")
+                return data
+        logger.debug("the %s encoder refused the image", fmt, exc_info=exc)
+        raise EncoderError(f"the {fmt} encoder could not write this image") from None
+
+
+def _encode(
+    samples: np.ndarray, icc: bytes | None, exif: bytes | None, depth: int, fmt: str, quality: int
+) -> bytes:
+    """``samples`` as ``fmt`` bytes (``encode_image`` after ``_prepare``)."""
     if depth == 16:
         if fmt == "PNG":
             return _png16(samples, icc, exif)
@@ -297,7 +364,13 @@ def save_image(
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {target}: the folder {existing} is not a writable directory")
 
-    data = encode_image(rgb, like, fmt, quality)
+    try:
+        data = encode_image(rgb, like, fmt, quality)
+    except EncoderError as exc:
+        message = str(exc)
+        if message.startswith("cannot write"):
+            raise
+        raise EncoderError(f"cannot write {shown(target)}: {message}") from None
     try:
         with atomic_write(target, replace=overwrite) as tmp:
             tmp.write_bytes(data)

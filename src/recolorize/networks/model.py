@@ -19,7 +19,7 @@ from torch import nn
 
 from recolorize.config import NUM_STYLES, ModelConfig
 from recolorize.config_json import CONFIG_METADATA_KEY
-from recolorize.errors import WeightsError, one_line
+from recolorize.errors import WeightsError, one_line, write_errors
 from recolorize.io_utils import atomic_write
 from recolorize.networks.colour_prior import correspondence_map, mkl_affine
 from recolorize.networks.encoders import MapEncoder, WEncoder
@@ -339,9 +339,9 @@ class RecolorModel(nn.Module):
             for k, v in self.trainable_state_dict().items()
         }
         config_json = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
-        with atomic_write(path) as tmp:
+        with write_errors(path, "weights "), atomic_write(path) as tmp:  # a full disk: one line, exit 2
             save_file(state, str(tmp), metadata={CONFIG_METADATA_KEY: config_json, "format": "recolorize-1"})
-        with atomic_write(config_path_for(path)) as tmp:
+        with write_errors(config_path_for(path), "config "), atomic_write(config_path_for(path)) as tmp:
             tmp.write_text(config_json + "\n")
 
     @classmethod

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recolorize.config import CONFIGS
-from recolorize.errors import UserError, exit_code, refuse_non_finite_options
+from recolorize.errors import OneLineParser, UserError, exit_code, refuse_non_finite_options
 from recolorize.training.loop import TrainRequest, train
 from recolorize.training.stages import STAGE_ORDER
 
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     A parser of its own, so that training's entry point reaches this module only, not ``recolorize.cli``,
     ``recolorize.commands`` and the other subcommands.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(  # option errors in one line, as recolorize's
         prog="python -m recolorize.training",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,

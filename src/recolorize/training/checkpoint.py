@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from recolorize.config import STAGE_NAMES, ModelConfig, TrainConfig
 from recolorize.config_json import CONFIG_METADATA_KEY, model_config_from_metadata
-from recolorize.errors import UserError
+from recolorize.errors import UserError, write_errors
 from recolorize.io_utils import atomic_write
 from recolorize.training.resume_state import flatten_optimizer_state, unflatten_optimizer_state
 
@@ -119,7 +119,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint, keep_previous: boo
     }
     metadata[_CHECKSUM_KEY] = _checksum(state_digest(tensors), metadata)
     path = Path(path)
-    with atomic_write(path) as tmp:
+    with write_errors(path, "checkpoint "), atomic_write(path) as tmp:  # a full disk: one line, exit 2
         save_file(tensors, str(tmp), metadata=metadata)
         if keep_previous:
             _keep_previous(path)  # only now: a writer killed before this point leaves both files as they were

@@ -77,10 +77,26 @@ class Lut3D:
         return write_cube(self, path, overwrite=overwrite)
 
 
+#: The narrowest span of a LUT's domain on an axis: narrower, float32 inputs (a step of 1.2e-7 near 1) no
+#: longer tell the lattice's points apart, and the scale onto it (2 / span) leaves float32 below ~6e-39.
+MIN_DOMAIN_SPAN = 1e-6
+
+
 def _domain(value: Any, what: str) -> np.ndarray:
+    """A (2, 3) domain (min row, max row) that float32 maths can use: finite bounds, and on each axis a
+    span from ``MIN_DOMAIN_SPAN`` up to float32's largest number (a span of +-1e39, or of 1e-300, would
+    turn into infinity in the float32 scale and give every pixel the lattice's edge)."""
     domain = np.asarray(value, dtype=np.float64)
     if domain.shape != (2, 3) or not np.all(np.isfinite(domain)) or np.any(domain[1] <= domain[0]):
         raise ValueError(f"the LUT's {what} must be (2, 3) finite rows with min < max, got {domain.tolist()}")
+    span = domain[1] - domain[0]
+    if np.any(np.abs(domain) > np.finfo(np.float32).max) or np.any(span > np.finfo(np.float32).max):
+        raise ValueError(f"the LUT's {what} {domain.tolist()} does not fit in float32 (beyond 3.4e38)")
+    if np.any(span < MIN_DOMAIN_SPAN):
+        raise ValueError(
+            f"the LUT's {what} {domain.tolist()} is degenerate: min and max must differ by at least "
+            f"{MIN_DOMAIN_SPAN:g}"
+        )
     return domain
 
 
