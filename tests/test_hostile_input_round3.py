@@ -118,7 +118,7 @@ WIDE = {
 }
 
 
-@pytest.mark.parametrize("command", ["transfer"])
+@pytest.mark.parametrize("command", ["lut-apply", "transfer"])
 @pytest.mark.parametrize("suffix", sorted(WIDE))
 def test_an_output_wider_than_its_format_allows_is_refused_before_decoding(
     command: str,
@@ -353,6 +353,34 @@ def test_a_quoted_newline_in_a_pairs_cell_stays_on_one_line(
 
 
 # ---------------------------------------------------------------------------- 17. option errors, one line
+
+
+BAD_OPTIONS = {
+    "no command": ([], "recolorize: ", "(see recolorize --help)"),
+    "unknown command": (["nosuch"], "recolorize: ", "(see recolorize --help)"),
+    "not a float": (
+        ["transfer", "--strength", "x", "a.png", "b.png", "-o", "c.png"],
+        "recolorize transfer: argument --strength: invalid float value: 'x'",
+        "(see recolorize transfer --help)",
+    ),
+    "missing arguments": (["lut-apply"], "recolorize lut-apply: ", "(see recolorize lut-apply --help)"),
+    "unknown option": (
+        ["transfer", "a.png", "b.png", "-o", "c.png", "--bogus"],
+        "recolorize transfer: unrecognized arguments: --bogus",
+        "(see recolorize transfer --help)",
+    ),
+    "bad choice": (["train", "--config", "huge"], "recolorize train: ", "(see recolorize train --help)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_an_option_error_is_one_line(case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args, start, end = BAD_OPTIONS[case]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(start) and lines[0].endswith(end), lines
 
 
 def test_the_training_entry_point_gives_one_line_too(capsys: pytest.CaptureFixture[str]) -> None:

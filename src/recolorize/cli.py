@@ -11,7 +11,7 @@ import sys
 import threading
 
 from recolorize import process
-from recolorize.errors import exit_code, refuse_non_finite_options
+from recolorize.errors import OneLineParser, exit_code, refuse_non_finite_options
 
 __all__ = ["main", "entry", "build_parser"]
 
@@ -33,22 +33,72 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines to stderr that a progress bar does not swallow: while a tqdm bar is drawn, each line goes
+    through ``tqdm.write`` (the bar is cleared, the line printed, the bar drawn again below it), so a
+    batch's "wrote" lines are not glued onto the end of the bar on a terminal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bars = getattr(sys.modules.get("tqdm"), "tqdm", None)  # tqdm is imported only by batch commands
+        if bars is None or not getattr(bars, "_instances", None):
+            super().emit(record)
+            return
+        try:
+            bars.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - as logging's own handlers: a broken stream is not our crash
+            self.handleError(record)
+
+
+def package_version() -> str:
+    """The installed package's version (``importlib.metadata``); ``recolorize.__version__`` when the
+    source tree runs without being installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("recolorize")
+    except metadata.PackageNotFoundError:
+        from recolorize import __version__
+
+        return __version__
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered (or just ``only``, if it is one).
 
     Registering one subcommand imports only its module, so ``recolorize transfer`` does not pay for the
     training and evaluation imports (torch, scipy, matplotlib) of the others before it can start.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(  # option errors in one line; its subparsers take its class
         prog="recolorize",
         description="Re-colour a photo after a reference photo (latent-guided exemplar re-colorization).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = [n for n in COMMAND_MODULES if n.replace("_", "-") == only] or COMMAND_MODULES
     for name in names:
         importlib.import_module(f"recolorize.commands.{name}").register(subparsers)
+    for sub in subparsers.choices.values():
+        plain_help(sub)
     return parser
+
+
+def plain_help(parser: argparse.ArgumentParser) -> None:
+    """Help a user reads in a terminal, from a wheel: descriptions taken from docstrings lose their RST
+    markup (double backquotes) and their references to source files (``(data/cache.py)``)."""
+    import re
+
+    def plain(text: str | None) -> str | None:
+        if not text:
+            return text
+        text = re.sub(r"\s*\((?:[\w./-]+/)?[\w-]+\.py\)", "", text)  # "(data/cache.py)"
+        return text.replace("``", "'")
+
+    parser.description = plain(parser.description)
+    parser.epilog = plain(parser.epilog)
+    for action in parser._actions:
+        if isinstance(action.help, str):
+            action.help = plain(action.help)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         process.passive_openmp_threads()
     process.one_malloc_arena()
     parser = build_parser(only=command)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command they were given to, not by the root parser
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[BarSafeHandler()],
+    )
     logging.getLogger("PIL").setLevel(logging.INFO)  # --verbose is about us, not every PNG chunk Pillow reads
 
     def command() -> int:

@@ -13,10 +13,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
-from recolorize.errors import UserError, one_line
+from recolorize.errors import UserError, one_line, shown
 from recolorize.image_formats import WRITE_SUFFIXES
 
 __all__ = ["register", "run"]
@@ -58,18 +59,15 @@ def run(args: argparse.Namespace) -> int:
     from recolorize.commands.job_logs import held_logs
     from recolorize.commands.transfer_output import check_output, check_output_folder
     from recolorize.commands.transfer_plan import Job, images_in
-    from recolorize.imaging import (
-        check_regular_file,
-        load_image,
-        output_format,
-        resolve_max_pixels,
-        save_image,
-    )
+    from recolorize.imaging import check_output_fits, check_regular_file, output_format, resolve_max_pixels
     from recolorize.inference.lut import read_cube
+    from recolorize.io_utils import name_problem
 
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality must be between 1 and 100, got {args.quality}")
     max_pixels = resolve_max_pixels(args.max_pixels)
+    if (problem := name_problem(args.output)) is not None:
+        raise UserError(problem)
     batch = args.photo.is_dir()
     if batch:
         check_output_folder(args.output)
@@ -82,20 +80,12 @@ def run(args: argparse.Namespace) -> int:
         output = args.output / args.photo.name if args.output.is_dir() else args.output
         output_format(output)
         jobs = [Job(args.photo, args.lut, output)]
-        check_output(jobs[0], source_path=args.photo, overwrite=args.overwrite)
+        check_output(jobs[0], source_path=args.photo, overwrite=args.overwrite, batch=False)
+        check_output_fits(output, args.photo, max_pixels)  # the format's size limits, from the header
     lut = read_cube(args.lut)
     if not batch:
         with held_logs():
-            photo = load_image(args.photo, max_pixels=max_pixels)
-        rgb = lut.apply(photo.rgb)
-        save_image(
-            jobs[0].output,
-            rgb,
-            like=photo,
-            quality=args.quality,
-            overwrite=args.overwrite,  # a file written meanwhile is not replaced
-            source_path=args.photo,
-        )
+            _grade(jobs[0], lut, args, max_pixels)
         return 0
 
     failures = 0
@@ -109,15 +99,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             with held_logs():
                 check_output(job, source_path=job.source, overwrite=args.overwrite)
-                photo = load_image(job.source, max_pixels=max_pixels)
-                save_image(
-                    job.output,
-                    lut.apply(photo.rgb),
-                    like=photo,
-                    quality=args.quality,
-                    overwrite=args.overwrite,
-                    source_path=job.source,
-                )
+                check_output_fits(job.output, job.source, max_pixels)
+                _grade(job, lut, args, max_pixels)
         except UserError as error:
             failures += 1
             tqdm.write(f"recolorize: error: {one_line(error, 500)}", file=sys.stderr)
@@ -125,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             logger.debug("grading %s failed", job.source, exc_info=True)
             tqdm.write(
-                f"recolorize: error: {job.source} failed "
+                f"recolorize: error: {shown(job.source)} failed "
                 f"({type(error).__name__}: {one_line(error)}); skipped",
                 file=sys.stderr,
             )
@@ -133,3 +116,19 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(f"recolorize: {failures} of {len(jobs)} photos failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _grade(job: Any, lut: Any, args: argparse.Namespace, max_pixels: int) -> None:
+    """Decode ``job.source``, apply ``lut`` and write ``job.output`` like the source (atomically; without
+    ``--overwrite`` a file written meanwhile is not replaced)."""
+    from recolorize.imaging import load_image, save_image
+
+    photo = load_image(job.source, max_pixels=max_pixels)
+    save_image(
+        job.output,
+        lut.apply(photo.rgb),
+        like=photo,
+        quality=args.quality,
+        overwrite=args.overwrite,
+        source_path=job.source,
+    )

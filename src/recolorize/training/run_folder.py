@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from recolorize.config_json import save_json
-from recolorize.errors import UserError
+from recolorize.errors import UserError, write_errors
 from recolorize.io_utils import atomic_write
 from recolorize.training.checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
 from recolorize.training.stages import LOSS_TERMS, STAGE_ORDER
@@ -100,12 +100,14 @@ def prepare_run_dir(run_dir: Path, metrics: MetricsLog, fresh: bool) -> None:
 
 def write_run_config(run_dir: Path, record: dict[str, Any]) -> None:
     """``RUN_DIR/config.json``: what this run (or its latest resume) was started with. Rank 0 only."""
-    save_json(record, run_dir / RUN_CONFIG_NAME)
+    with write_errors(run_dir / RUN_CONFIG_NAME):
+        save_json(record, run_dir / RUN_CONFIG_NAME)
 
 
 def write_rank_digest(run_dir: Path, rank: int, stage: str, step: int, digest: str) -> None:
     """``RUN_DIR/digest_rank{R}.txt``: a hash of this rank's weights, to check that the ranks agree."""
-    with atomic_write(run_dir / f"digest_rank{rank}.txt") as tmp:
+    path = run_dir / f"digest_rank{rank}.txt"
+    with write_errors(path), atomic_write(path) as tmp:
         tmp.write_text(f"{stage} {step} {digest}\n")
 
 
@@ -170,7 +172,7 @@ class MetricsLog:
                 or (row["stage"] == stage and int(row["step"]) <= step)
             )
         ]
-        with atomic_write(self.path) as tmp, tmp.open("w", newline="") as handle:
+        with write_errors(self.path), atomic_write(self.path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
             writer.writeheader()
             writer.writerows(kept)
@@ -194,7 +196,7 @@ class MetricsLog:
         if not self.enabled:
             return
         new = not self.path.is_file()
-        with self.path.open("a", newline="") as handle:
+        with write_errors(self.path), self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
             if new:
                 writer.writeheader()
@@ -211,7 +213,8 @@ def _format(value: Any) -> str:
 
 def save_sample_grid(path: Path, images: dict[str, torch.Tensor], rows: int = SAMPLE_ROWS) -> None:
     """A PNG with one row per batch item and one column per named image (e.g. source | reference | ...)."""
-    columns = [images[name][:rows].detach().float().clamp(0, 1).cpu() for name in images]
+    # NaN (a diverged model) shows as black, without numpy's cast warning and its source line on stderr
+    columns = [images[name][:rows].detach().float().nan_to_num(0.0).clamp(0, 1).cpu() for name in images]
     n, _, h, w = columns[0].shape
     gap = 2
     grid = torch.ones(3, n * h + (n - 1) * gap, len(columns) * w + (len(columns) - 1) * gap)
@@ -219,5 +222,5 @@ def save_sample_grid(path: Path, images: dict[str, torch.Tensor], rows: int = SA
         for r in range(n):
             grid[:, r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = column[r]
     array = (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    with atomic_write(path) as tmp:
+    with write_errors(path), atomic_write(path) as tmp:
         Image.fromarray(array).save(tmp)
