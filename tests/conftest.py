@@ -45,3 +45,29 @@ def photos(shared_data: Path) -> dict[str, Path]:
         if not path.is_file():
             pytest.skip(f"DPST photo not found: {path}")
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pointwise model saved (64 px, full resolution rendered directly): a transfer takes ~50 ms."""
+    from recolorize.config import get_config
+    from recolorize.networks.model import RecolorModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "model.safetensors"
+    RecolorModel(get_config("tiny-pointwise")).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def warm_cube(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small valid ``.cube`` (9^3, reds lifted 10 %) for the LUT commands' tests."""
+    import numpy as np
+
+    from recolorize.inference.lut import Lut3D
+
+    path = tmp_path_factory.mktemp("lut") / "warm.cube"
+    lut = Lut3D.identity(9)
+    lut.table[..., 0] = np.clip(lut.table[..., 0] * 1.1, 0, 1)
+    lut.save(path)
+    return path

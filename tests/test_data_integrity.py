@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import http.client
-import io
 import json
 import math
 import os
@@ -31,50 +30,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from recolorize.cli import main
-from recolorize.config import TRAIN_CONFIGS, get_config
+from cli_helpers import assert_one_error_line, encode, picture, run, subprocess_env
+from recolorize.config import TRAIN_CONFIGS
 from recolorize.errors import UserError, WeightsError
 from recolorize.io_utils import atomic_write
 from recolorize.networks.model import RecolorModel
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def picture(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
-    """A small smooth colour image with some texture (uint8 RGB)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([x, y, 0.5 + 0.4 * np.sin(6 * x * y)], -1) * 200 + 20
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-
-
-def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    """The CLI entry point in-process: (exit code, non-empty stderr lines)."""
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err
-    return code, [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
-
-
-def assert_one_error_line(code: int, lines: list[str]) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("recolorize: error:"), lines
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def _stop_signals_at_default() -> None:
@@ -85,33 +47,12 @@ def _stop_signals_at_default() -> None:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pointwise model (64 px, rendered directly): a transfer takes ~50 ms."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "model.safetensors"
-    RecolorModel(get_config("tiny-pointwise")).save(path)
-    return path
-
-
 @pytest.fixture()
 def pair(tmp_path: Path) -> tuple[Path, Path]:
     source, reference = tmp_path / "source.png", tmp_path / "reference.png"
     source.write_bytes(encode(picture(48, 64)))
     reference.write_bytes(encode(picture(40, 56, seed=1)[:, ::-1].copy()))
     return source, reference
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("colour")
-    from recolorize.inference.lut import Lut3D
-
-    path = tmp_path_factory.mktemp("lut") / "warm.cube"
-    lut = Lut3D.identity(9)
-    lut.table[..., 0] = np.clip(lut.table[..., 0] * 1.1, 0, 1)
-    lut.save(path)
-    return path
 
 
 # ------------------------------------------------------------ 1. stop signals and hidden temporary files
@@ -159,13 +100,13 @@ def test_a_stop_signal_during_a_write_leaves_no_temporary_file(
             str(tiny_weights),
         ]
     else:
-        argv = ["lut-apply", str(request.getfixturevalue("cube")), str(source), "-o", str(out / "x.png")]
+        argv = ["lut-apply", str(request.getfixturevalue("warm_cube")), str(source), "-o", str(out / "x.png")]
     result = subprocess.run(
         [sys.executable, "-c", _SIGNALLED_CHILD, name, str(out), *argv],
         capture_output=True,
         text=True,
         timeout=120,
-        env=_env(),
+        env=subprocess_env(),
         preexec_fn=_stop_signals_at_default,
     )
     signum = getattr(signal, name)
@@ -175,7 +116,7 @@ def test_a_stop_signal_during_a_write_leaves_no_temporary_file(
 
 
 @pytest.mark.parametrize("name", STOP_SIGNALS)
-def test_fuzz_stop_signals_at_random_moments_of_a_batch(name: str, cube: Path, tmp_path: Path) -> None:
+def test_fuzz_stop_signals_at_random_moments_of_a_batch(name: str, warm_cube: Path, tmp_path: Path) -> None:
     """``lut-apply DIR`` over 16 photos, stopped at seeded random moments: whenever the signal lands, the
     output folder holds only complete photos (no hidden temporary file, nothing half-written) and the
     command ends as for Ctrl-C (or finished, or was stopped before it began: nothing written then)."""
@@ -187,11 +128,11 @@ def test_fuzz_stop_signals_at_random_moments_of_a_batch(name: str, cube: Path, t
     for trial, delay in enumerate(rng.uniform(0.5, 3.0, size=3)):
         out = tmp_path / f"out{trial}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "recolorize", "lut-apply", str(cube), str(folder), "-o", str(out)],
+            [sys.executable, "-m", "recolorize", "lut-apply", str(warm_cube), str(folder), "-o", str(out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=subprocess_env(),
             preexec_fn=_stop_signals_at_default,
         )
         try:
@@ -267,7 +208,7 @@ def test_folder_scans_skip_hidden_and_temporary_files(
     assert sorted(p.name for p in out.iterdir()) == ["a.png"]
     graded = tmp_path / "graded"
     code, lines = run(
-        ["lut-apply", str(request.getfixturevalue("cube")), str(folder), "-o", str(graded)], capsys
+        ["lut-apply", str(request.getfixturevalue("warm_cube")), str(folder), "-o", str(graded)], capsys
     )
     assert code == 0, lines
     assert sorted(p.name for p in graded.iterdir()) == ["a.png"]
@@ -389,7 +330,7 @@ def test_the_second_run_to_one_output_gets_the_exists_line(
                 str(tiny_weights),
             ]
         else:
-            argv = ["lut-apply", str(request.getfixturevalue("cube")), str(source), "-o", str(target)]
+            argv = ["lut-apply", str(request.getfixturevalue("warm_cube")), str(source), "-o", str(target)]
     code, lines = run(argv, capsys)
     assert_one_error_line(code, lines)
     assert "exists" in lines[0] and "--overwrite" in lines[0]

@@ -30,8 +30,8 @@ import torch
 from PIL import Image, ImageCms
 from safetensors.torch import load_file, save_file
 
+from cli_helpers import assert_one_error_line, picture
 from recolorize.cli import main
-from recolorize.config import get_config
 from recolorize.errors import UserError, WeightsError
 from recolorize.imaging import (
     DECODE_BYTES_PER_PIXEL,
@@ -42,7 +42,6 @@ from recolorize.imaging import (
     parse_max_pixels,
 )
 from recolorize.inference.pipeline import Recolorizer
-from recolorize.networks.model import RecolorModel
 
 ORIENTATION = 0x0112
 
@@ -68,14 +67,6 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def picture(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
-    """A small smooth colour image with some texture (uint8 RGB)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([x, y, 0.5 + 0.4 * np.sin(6 * x * y)], -1) * 200 + 20
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
 
 def exif_block(tag: int, typ: int, count: int, value: bytes) -> bytes:
@@ -122,23 +113,8 @@ def run_subprocess(*args: str, env: dict[str, str] | None = None) -> subprocess.
     )
 
 
-def assert_one_error_line(code: int, lines: list[str]) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("recolorize: error:"), lines
-    assert "Traceback" not in lines[0]
-
-
 def files_under(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pointwise model (64 px, full resolution rendered directly): a transfer takes ~50 ms."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "model.safetensors"
-    RecolorModel(get_config("tiny-pointwise")).save(path)
-    return path
 
 
 @pytest.fixture()

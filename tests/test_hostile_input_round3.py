@@ -20,7 +20,6 @@ Everything runs on tiny photos and the tiny models.
 from __future__ import annotations
 
 import errno
-import io
 import socket
 import struct
 import threading
@@ -33,48 +32,13 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import assert_one_error_line, encode, picture, run
 from recolorize.cli import main
 from recolorize.config import get_config
 from recolorize.errors import UserError
 from recolorize.networks.model import RecolorModel
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def picture(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
-    """A small smooth colour image with some texture (uint8 RGB)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([x, y, 0.5 + 0.4 * np.sin(6 * x * y)], -1) * 200 + 20
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-
-
-def encode(array: np.ndarray, fmt: str = "PNG", **params: object) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt, **params)
-    return buf.getvalue()
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    """The CLI entry point in-process: (exit code, non-empty stderr lines)."""
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err
-    return code, [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
-
-
-def assert_one_error_line(code: int, lines: list[str]) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("recolorize: error:"), lines
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pointwise model (64 px, rendered directly): a transfer takes ~50 ms."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "model.safetensors"
-    RecolorModel(get_config("tiny-pointwise")).save(path)
-    return path
 
 
 @pytest.fixture()

@@ -128,8 +128,7 @@ def test_a_local_pair_depends_only_on_the_generator() -> None:
 @pytest.fixture(scope="module")
 def bsds_test(shared_data: Path) -> Path:
     folder = shared_data / "bsds500" / "images" / "test"
-    if len(list(folder.glob("*.jpg"))) < 6:
-        pytest.skip(f"fewer than 6 BSDS500 test photos in {folder}")
+    assert len(list(folder.glob("*.jpg"))) >= 6, f"BSDS500 test photos missing from {folder}"
     return folder
 
 

@@ -13,65 +13,16 @@ Everything runs on tiny photos, a tiny ``.cube`` and the tiny models, in seconds
 
 from __future__ import annotations
 
-import io
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import REPO, assert_one_error_line, encode, picture, run, subprocess_env
 from recolorize.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def picture(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([x, y, 0.5 + 0.4 * np.sin(6 * x * y)], -1) * 200 + 20
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-
-
-def encode(array: np.ndarray, fmt: str = "PNG", **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    """The CLI entry point in-process: (exit code, non-empty stderr lines)."""
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err
-    return code, [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
-
-
-def assert_one_error_line(code: int, lines: list[str]) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("recolorize: error:"), lines
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("colour")
-    from recolorize.inference.lut import Lut3D
-
-    path = tmp_path_factory.mktemp("lut") / "warm.cube"
-    lut = Lut3D.identity(9)
-    lut.table[..., 0] = np.clip(lut.table[..., 0] * 1.1, 0, 1)
-    lut.save(path)
-    return path
 
 
 @pytest.fixture()
@@ -85,24 +36,24 @@ def photo(tmp_path: Path) -> Path:
 
 
 def test_a_250_byte_output_name_is_written(
-    tmp_path: Path, photo: Path, cube: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, photo: Path, warm_cube: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """250 bytes is a legal name (NAME_MAX 255): the hidden temporary name beside it is shortened to fit."""
     out = tmp_path / ("x" * 246 + ".png")
     assert len(out.name.encode()) == 250
-    code, lines = run(["lut-apply", str(cube), str(photo), "-o", str(out)], capsys)
+    code, lines = run(["lut-apply", str(warm_cube), str(photo), "-o", str(out)], capsys)
     assert code == 0, lines
     assert out.is_file() and Image.open(out).size == (64, 48)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["photo.png", out.name])
     # a multi-byte name near the limit too (the shortened temporary name stays valid UTF-8)
     wide = tmp_path / ("é" * 124 + ".png")
     assert len(wide.name.encode()) == 252
-    code, lines = run(["lut-apply", str(cube), str(photo), "-o", str(wide)], capsys)
+    code, lines = run(["lut-apply", str(warm_cube), str(photo), "-o", str(wide)], capsys)
     assert code == 0 and wide.is_file(), lines
 
 
 def test_an_output_name_too_long_is_refused_before_any_work(
-    tmp_path: Path, photo: Path, cube: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, photo: Path, warm_cube: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A name the filesystem cannot hold is one line, exit 2, before the photo is decoded or the LUT read."""
     long_name = "y" * 300 + ".png"
@@ -121,11 +72,11 @@ def test_an_output_name_too_long_is_refused_before_any_work(
 
 
 def test_one_output_files_folder_must_exist(
-    tmp_path: Path, photo: Path, cube: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, photo: Path, warm_cube: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """As with ``cp``: ``-o /typo/dir/x.png`` is one line, exit 2, and no folder is made; so for ``lut``."""
     for command in (
-        ["lut-apply", str(cube), str(photo), "-o", str(tmp_path / "typo" / "dir" / "x.png")],
+        ["lut-apply", str(warm_cube), str(photo), "-o", str(tmp_path / "typo" / "dir" / "x.png")],
         ["lut", str(photo), str(photo), "-o", str(tmp_path / "typo" / "dir" / "x.cube")],
         ["transfer", str(photo), str(photo), "-o", str(tmp_path / "typo" / "dir" / "x.png")],
     ):
@@ -138,33 +89,33 @@ def test_one_output_files_folder_must_exist(
 def test_dot_dot_through_a_missing_folder_leaves_no_folder(
     tmp_path: Path,
     photo: Path,
-    cube: Path,
+    warm_cube: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``-o nosuch/../out.png`` names a folder that does not exist: refused, and ``nosuch/`` is not made;
     for a batch, ``-o nosuch/../out/`` is made as ``./out`` alone."""
     monkeypatch.chdir(tmp_path)
-    code, lines = run(["lut-apply", str(cube), str(photo), "-o", "nosuch/../out.png"], capsys)
+    code, lines = run(["lut-apply", str(warm_cube), str(photo), "-o", "nosuch/../out.png"], capsys)
     assert_one_error_line(code, lines)
     assert not (tmp_path / "nosuch").exists() and not (tmp_path / "out.png").exists()
 
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "a.png").write_bytes(encode(picture()))
-    code, lines = run(["lut-apply", str(cube), str(photos), "-o", "nosuch/../out/"], capsys)
+    code, lines = run(["lut-apply", str(warm_cube), str(photos), "-o", "nosuch/../out/"], capsys)
     assert code == 0, lines
     assert (tmp_path / "out" / "a.png").is_file()
     assert not (tmp_path / "nosuch").exists()
 
 
 def test_a_batch_output_folder_may_be_made(
-    tmp_path: Path, cube: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, warm_cube: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "a.png").write_bytes(encode(picture()))
-    code, lines = run(["lut-apply", str(cube), str(photos), "-o", str(tmp_path / "new" / "out")], capsys)
+    code, lines = run(["lut-apply", str(warm_cube), str(photos), "-o", str(tmp_path / "new" / "out")], capsys)
     assert code == 0, lines
     assert (tmp_path / "new" / "out" / "a.png").is_file()
 
@@ -175,7 +126,7 @@ def test_a_batch_output_folder_may_be_made(
 GARBAGE_EXIF = b"Exif\x00\x00\x89\xfe\x00garbage\xff\xfe\x00\x01"
 
 
-def test_garbage_exif_prints_no_warning(tmp_path: Path, cube: Path) -> None:
+def test_garbage_exif_prints_no_warning(tmp_path: Path, warm_cube: Path) -> None:
     """A malformed EXIF block counts as orientation 1, as the README says, without a word on stderr: not
     for the source, and not for a reference whose EXIF is never used (a subprocess: the CLI's own log
     set-up and Python's warnings, as a user sees them)."""
@@ -184,11 +135,11 @@ def test_garbage_exif_prints_no_warning(tmp_path: Path, cube: Path) -> None:
         Image.fromarray(picture()).save(photo, exif=GARBAGE_EXIF)
         for command in (
             ["lut", str(photo), str(photo), "-o", str(tmp_path / f"{fmt}.cube")],
-            ["lut-apply", str(cube), str(photo), "-o", str(tmp_path / f"out.{fmt}")],
+            ["lut-apply", str(warm_cube), str(photo), "-o", str(tmp_path / f"out.{fmt}")],
         ):
             result = subprocess.run(
                 [sys.executable, "-m", "recolorize", *command],
-                capture_output=True, text=True, env=_env(), timeout=120,
+                capture_output=True, text=True, env=subprocess_env(), timeout=120,
             )  # fmt: skip
             lines = [line for line in result.stderr.splitlines() if line.strip()]
             assert result.returncode == 0, result.stderr
@@ -226,7 +177,7 @@ def test_train_init_with_nan_weights_is_one_line_without_a_numpy_warning(case: s
         result = subprocess.run(
             [sys.executable, "-m", "recolorize", "train", "--data", str(photos), "--run", str(tmp_path / "r"),
              "--stage", "generator", "--steps", "1", "--batch", "2", "--init", str(broken)],
-            capture_output=True, text=True, env=_env(), timeout=120, cwd=tmp_path,
+            capture_output=True, text=True, env=subprocess_env(), timeout=120, cwd=tmp_path,
         )  # fmt: skip
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert "Warning" not in result.stderr, result.stderr
@@ -279,7 +230,7 @@ def test_the_demo_prints_one_wrote_line() -> None:
     assert "echo" not in script or "wrote" not in script.split("echo", 1)[1]
 
 
-def test_wrote_lines_are_not_glued_onto_the_progress_bar(tmp_path: Path, cube: Path) -> None:
+def test_wrote_lines_are_not_glued_onto_the_progress_bar(tmp_path: Path, warm_cube: Path) -> None:
     """In a batch each "wrote" line starts its own line: printed through tqdm while the bar is drawn, not
     appended to the bar's last frame (which a terminal shows as one line)."""
     photos = tmp_path / "photos"
@@ -288,8 +239,8 @@ def test_wrote_lines_are_not_glued_onto_the_progress_bar(tmp_path: Path, cube: P
         (photos / f"p{k}.png").write_bytes(encode(picture(seed=k)))
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "recolorize", "lut-apply", str(cube), str(photos), "-o", str(out)],
-        capture_output=True, text=True, env=_env(), timeout=120,
+        [sys.executable, "-m", "recolorize", "lut-apply", str(warm_cube), str(photos), "-o", str(out)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     wrote = [line for line in result.stderr.split("\n") if "wrote" in line]
@@ -310,7 +261,7 @@ def test_wrote_lines_are_not_glued_onto_the_progress_bar(tmp_path: Path, cube: P
     ],
 )
 def test_a_text_file_given_as_a_photo_is_refused_before_torch_is_imported(
-    command: list[str], tmp_path: Path, photo: Path, cube: Path
+    command: list[str], tmp_path: Path, photo: Path, warm_cube: Path
 ) -> None:
     """Other mistakes take 0.3 s; a text file named .jpg must not wait for torch's import (2-3 s)."""
     text = tmp_path / "notes.jpg"
@@ -318,14 +269,18 @@ def test_a_text_file_given_as_a_photo_is_refused_before_torch_is_imported(
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "a.png").write_bytes(encode(picture()))
-    names = {"text": text, "photo": photo, "cube": cube, "folder": folder, "out": tmp_path / "out"}
+    names = {"text": text, "photo": photo, "cube": warm_cube, "folder": folder, "out": tmp_path / "out"}
     argv = [part.format(**names) for part in command]
     probe = (
         "import sys\nfrom recolorize.cli import main\ncode = main(sys.argv[1:])\n"
         "print(code, 'torch' in sys.modules)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=_env(), timeout=120
+        [sys.executable, "-c", probe, *argv],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
     )
     assert result.stdout.split() == ["2", "False"], (result.stdout, result.stderr)
     assert "is not an image file" in result.stderr

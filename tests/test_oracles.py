@@ -115,8 +115,7 @@ def test_markdown_table_gives_oracle_rows_no_bold() -> None:
 def benches(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same 8 BSDS500 test photos (dataset masks, 128 px) as a global and as a local make-bench."""
     images = shared_data / "bsds500" / "images" / "test"
-    if len(list(images.glob("*.jpg"))) < 8:
-        pytest.skip(f"fewer than 8 BSDS500 test photos in {images}")
+    assert len(list(images.glob("*.jpg"))) >= 8, f"BSDS500 test photos missing from {images}"
     root = tmp_path_factory.mktemp("benches")
     return {
         kind: make_bench(images, root / kind, n=8, seed=1, size=128, kind=kind)

@@ -207,9 +207,9 @@ def lerp_affine(affine: torch.Tensor, strength: float) -> torch.Tensor:
     """The map ``strength`` of the way from the identity to ``affine`` (0 = identity, 1 = ``affine``); the
     maps are linear in their coefficients, so this is also the blend of their outputs."""
     if is_lattice(affine):
-        size = affine.shape[-1]
-        axis = torch.linspace(0.0, 1.0, size, device=affine.device, dtype=affine.dtype)
-        identity = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))[None].expand_as(affine)
-        return identity.lerp(affine, strength)
+        from recolorize.prior import identity_lattice
+
+        identity = torch.from_numpy(identity_lattice(affine.shape[-1])).permute(3, 0, 1, 2)
+        return identity.to(affine.device, affine.dtype)[None].expand_as(affine).lerp(affine, strength)
     identity = identity_affine(affine.shape[0], affine.device, affine.dtype, affine.shape[2])
     return identity.lerp(affine, strength)

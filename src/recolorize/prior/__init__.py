@@ -4,6 +4,7 @@
              -> mutual matches of their 48 x 48 cells (matching.py)
              -> robust cubic + cross-validated 9^3 lattice over the matched cell colours (colour_map.py)
              -> the lattice, applied to any pixel by trilinear interpolation (lattice.py)
+    fit_prior (pair.py) runs the steps for one pair and gives way to MKL between different scenes.
 
 NumPy only, no gradients: an input to the learned part, as MKL was, computed the same way by inference
 (from the photos) and by the training cache (from the triples' 384-px crops), so training sees what
@@ -12,13 +13,10 @@ inference does. The networks' features come in as arrays (``networks/prior_featu
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
-
 from recolorize.prior.colour_map import LAMBDAS, LutFit, apply_cubic, fit_cubic, fit_lattice, mkl_map
 from recolorize.prior.lattice import apply_lattice, identity_lattice, lerp_lattice, trilinear_weights
 from recolorize.prior.matching import PRIOR_SIZE, Matches, descriptors, match_cells, network_input
+from recolorize.prior.pair import LATTICE_SIZE, NOTHING_SHARED, SHARED_SCENE, fit_prior
 
 __all__ = [
     "PRIOR_SIZE",
@@ -37,45 +35,7 @@ __all__ = [
     "identity_lattice",
     "lerp_lattice",
     "match_cells",
+    "mkl_map",
     "network_input",
     "trilinear_weights",
 ]
-
-#: Lattice points per axis of the prior (9^3: as close to ground truth as 13^3 on make-bench, 4x cheaper).
-LATTICE_SIZE = 9
-#: Mean match weight (``Matches.shared``) from which the photos count as one scene, and below which they
-#: share nothing: in between the prior keeps to the smoothest candidate (about the cubic) and gives way to
-#: the MKL map of the two photos' colours in proportion. Why: between different scenes, matches between
-#: different things are consistent enough to fool cross-validation, and a map read off them can be steep
-#: where the source has a smooth gradient (a sky): JPEG noise became blocks on DPST pair 2, even with the
-#: cubic. MKL's affine map has one moderate gain everywhere. Measured at 384 px: re-framed pairs (make-bench,
-#: both kinds) 0.16-0.51, DPST's related scenes 0.03-0.14 (median 0.08).
-SHARED_SCENE = 0.15
-NOTHING_SHARED = 0.05
-#: A source whose mean channel spread is below this is greyscale: MKL's map of its singular covariance turns
-#: noise into colour, so a greyscale source always keeps the correspondence's map (DPST pair 8).
-GREY_SPREAD = 0.02
-
-
-def fit_prior(
-    source: np.ndarray,
-    reference: np.ndarray,
-    source_descriptors: np.ndarray,
-    reference_descriptors: np.ndarray,
-    size: int = LATTICE_SIZE,
-) -> tuple[LutFit, Matches]:
-    """The prior lattice of a pair from its ``PRIOR_SIZE`` copies (H, W, 3) in [0, 1] and their descriptors
-    (``descriptors``); also returns the matches (``Matches.shared`` says how much content they share)."""
-    matches = match_cells(source, reference, source_descriptors, reference_descriptors)
-    shared = matches.shared >= SHARED_SCENE
-    lambdas = LAMBDAS if shared else LAMBDAS[-1:]
-    fit = fit_lattice(matches.source, matches.reference, matches.weight, size=size, lambdas=lambdas)
-    trust = float(np.clip((matches.shared - NOTHING_SHARED) / (SHARED_SCENE - NOTHING_SHARED), 0.0, 1.0))
-    spread = float((source.max(axis=2) - source.min(axis=2)).mean())
-    if trust < 1.0 and spread >= GREY_SPREAD:
-        matrix, offset = mkl_map(source.reshape(-1, 3), reference.reshape(-1, 3))
-        points = identity_lattice(size).reshape(-1, 3).astype(np.float64)
-        fallback = (points @ matrix + offset).reshape(fit.lattice.shape)
-        blended = fallback + trust * (fit.lattice - fallback)
-        fit = dataclasses.replace(fit, lattice=blended.astype(np.float32), trust=trust)
-    return fit, matches
