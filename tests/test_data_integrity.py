@@ -292,19 +292,18 @@ def test_the_second_run_to_one_output_gets_the_exists_line(
     it, the file is replaced as before."""
     source, reference = pair
     if command == "lut":
-        pytest.importorskip("colour")
-        from colour.io import luts
+        import recolorize.inference.lut.cube as cube_module
 
         target, first = tmp_path / "look.cube", b"the first run's LUT"
-        real = luts.write_LUT
+        real = cube_module.cube_text
 
-        def write_then_race(*args: object, **kwargs: object) -> object:
-            written = real(*args, **kwargs)
+        def format_then_race(*args: object, **kwargs: object) -> str:
+            text = real(*args, **kwargs)  # (called while the temporary file is open, before it is named)
             if not target.exists():
                 target.write_bytes(first)
-            return written
+            return text
 
-        monkeypatch.setattr(luts, "write_LUT", write_then_race)
+        monkeypatch.setattr(cube_module, "cube_text", format_then_race)
         argv = ["lut", str(source), str(reference), "-o", str(target), "--weights", str(tiny_weights)]
     else:
         import recolorize.imaging.encode as encode_module

@@ -354,7 +354,6 @@ def test_a_cube_larger_than_editors_use_is_refused_from_its_header(
     from the header: faster than reading a valid 17^3 cube, and within a few hundred kB of memory."""
     from recolorize.inference.lut import Lut3D, read_cube, write_cube
 
-    pytest.importorskip("colour")
     big = _cube_with_rows(tmp_path / "big.cube", header, 200_000)
     assert big.stat().st_size > 5_000_000
     error = _refused(big)
@@ -384,7 +383,6 @@ def test_rows_beyond_the_header_are_refused_as_they_come(tmp_path: Path) -> None
 def test_the_largest_cube_reads_within_ten_mb(tmp_path: Path) -> None:
     """The largest file accepted (a 65,536-entry shaper and a 65^3 cube) reads back exactly, in float32,
     and within the 10 MB the README states."""
-    pytest.importorskip("colour")
     from recolorize.inference.lut import MAX_CUBE_1D_SIZE, MAX_CUBE_3D_SIZE, Lut3D, read_cube, write_cube
 
     assert (MAX_CUBE_3D_SIZE, MAX_CUBE_1D_SIZE) == (65, 65536)

@@ -1,7 +1,8 @@
 """3D LUTs (.cube): fit, apply, read/write, and the ``lut`` / ``lut-apply`` / ``transfer --lut`` commands.
 
 The independent checks read our ``.cube`` files with other implementations: pillow-lut's parser with
-Pillow's C trilinear filter, and ffmpeg's ``lut3d`` filter (the binary of the imageio-ffmpeg test extra).
+Pillow's C trilinear filter, ffmpeg's ``lut3d`` filter (the binary of the imageio-ffmpeg test extra), and
+colour-science (the test extra), whose writer ours replaced: each reads what the other writes.
 """
 
 from __future__ import annotations
@@ -201,20 +202,156 @@ def test_missing_or_folder_lut_is_a_user_error(tmp_path) -> None:
         read_cube(tmp_path)
 
 
-def test_missing_lut_library_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "colour.io", None)  # as if colour-science were not installed
-    with pytest.raises(UserError, match=r"pip install 'recolorize\[lut\]'"):
-        write_cube(Lut3D.identity(), tmp_path / "a.cube")
-    argv = [
-        "lut",
-        str(EXAMPLES / "source.jpg"),
-        str(EXAMPLES / "reference.jpg"),
-        "-o",
-        str(tmp_path / "a.cube"),
-    ]
-    assert main(argv) == 2
-    assert "recolorize[lut]" in capsys.readouterr().err
+#: Run in a fresh interpreter: colour-science hidden (its import fails, as where it is not installed), then
+#: a LUT written, read back and written by ``recolorize lut``; prints what it checked.
+_WITHOUT_COLOUR = """
+import importlib.abc, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "colour" or name.startswith("colour."):
+            raise ImportError(f"{name} hidden by the test")
+sys.meta_path.insert(0, Hide())
+import numpy as np
+from recolorize.cli import main
+from recolorize.inference.lut import Lut3D, read_cube, write_cube
+folder, source, reference, weights = sys.argv[1:5]
+lut = Lut3D(np.random.default_rng(0).random((5, 5, 5, 3)), curves=np.linspace(0, 1, 7)[:, None] ** [1, 2, 3])
+back = read_cube(write_cube(lut, folder + "/api.cube"))
+assert np.abs(back.table - lut.table).max() < 1e-6 and np.abs(back.curves - lut.curves).max() < 1e-6
+code = main(["lut", source, reference, "-o", folder + "/cli.cube", "--weights", weights, "--size", "64"])
+assert code == 0, code
+assert read_cube(folder + "/cli.cube").size == 33
+assert not [name for name in sys.modules if name.split(".")[0] == "colour"]
+print("ok")
+"""
+
+
+def test_cube_files_are_written_and_read_without_colour_science(tiny_weights, tmp_path) -> None:
+    """The base install has no colour-science: the API and ``recolorize lut`` write and read ``.cube``
+    files with it unimportable (before, both stopped with a 'pip install recolorize[lut]' line)."""
+    from cli_helpers import subprocess_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_COLOUR, str(tmp_path)]
+        + [str(EXAMPLES / "source.jpg"), str(EXAMPLES / "reference.jpg"), str(tiny_weights)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(),
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_nothing_in_the_package_imports_colour_science() -> None:
+    """Every import in ``src/recolorize`` (functions included): none of ``colour`` (colour-science; our own
+    ``recolorize.colour`` is another module), so the package never needs it."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "src" / "recolorize"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] == "colour"]
+    assert found == []
+
+
+# ------------------------------------------------------- the same files as colour-science reads and writes
+
+
+def _colour_luts():
+    return pytest.importorskip(
+        "colour.io.luts",
+        reason="colour-science (the test extra) checks our .cube reader and writer against its own",
+    )
+
+
+#: A LUT no symmetry hides a mistake in: the known transform on a 9^3 lattice over a domain that differs
+#: per axis (rows red fastest, DOMAIN_MIN/MAX in the file).
+def _uneven_lut() -> Lut3D:
+    domain = np.array([[0.0, -0.1, 0.05], [1.0, 1.2, 0.9]])
+    colours = domain[0] + lattice(9) * (domain[1] - domain[0])
+    return Lut3D(known_transform(colours) - 0.01, domain, title="uneven")
+
+
+def _shaped_lut() -> Lut3D:
+    """A cube after per-channel shaper curves of different gammas, Resolve's layout, ranges not 0-1."""
+    curves = np.linspace(0.0, 1.0, 12)[:, None] ** np.array([0.8, 1.0, 1.3])
+    return Lut3D(
+        known_transform(lattice(7)) * 1.5,
+        np.array([[0.0] * 3, [1.5] * 3]),
+        curves=curves,
+        curves_domain=np.array([[-0.25] * 3, [2.0] * 3]),
+        title="shaped",
+    )
+
+
+def test_our_cube_writer_writes_what_colour_science_writes(tmp_path) -> None:
+    """The Adobe (Iridas) layout byte for byte, and colour-science reads our file to the same LUT."""
+    luts = _colour_luts()
+    lut = _uneven_lut()
+    ours = write_cube(lut, tmp_path / "ours.cube")
+    theirs = tmp_path / "theirs.cube"
+    luts.write_LUT(luts.LUT3D(lut.table.astype(np.float64), "uneven", lut.domain), theirs, 7, "Iridas Cube")
+    assert ours.read_bytes() == theirs.read_bytes()
+    read = luts.read_LUT(ours)
+    assert np.abs(read.table - lut.table).max() < 1e-6 and np.array_equal(read.domain, lut.domain)
+    colours = np.random.default_rng(2).random((500, 3))
+    assert np.abs(read.apply(colours) - lut.apply(colours)).max() < 1e-5  # both interpolators agree
+
+
+def test_colour_science_reads_our_shaper_and_cube_as_we_wrote_them(tmp_path) -> None:
+    luts = _colour_luts()
+    lut = _shaped_lut()
+    read = luts.read_LUT(write_cube(lut, tmp_path / "ours.cube"))
+    shaper, cube = read[0], read[1]
+    assert np.abs(shaper.table - lut.curves).max() < 1e-6
+    assert np.array_equal(shaper.domain, lut.curves_domain)
+    assert np.abs(cube.table - lut.table).max() < 1e-6 and np.array_equal(cube.domain, lut.domain)
+    colours = np.random.default_rng(3).random((500, 3)) * 1.8
+    assert np.abs(read.apply(colours) - lut.apply(colours)).max() < 1e-5
+
+
+@pytest.mark.parametrize("layout", ["Iridas Cube", "Resolve Cube"])
+def test_we_read_what_colour_science_writes(layout, tmp_path) -> None:
+    luts = _colour_luts()
+    lut = _uneven_lut() if layout == "Iridas Cube" else _shaped_lut()
+    cube = luts.LUT3D(lut.table.astype(np.float64), "theirs", lut.domain)
+    item = cube
+    if lut.curves is not None:
+        shaper = luts.LUT3x1D(lut.curves.astype(np.float64), "shaper", lut.curves_domain)
+        item = luts.LUTSequence(shaper, cube)
+    path = tmp_path / "theirs.cube"
+    luts.write_LUT(item, path, 7, layout)
+    read = read_cube(path)
+    assert np.abs(read.table - lut.table).max() < 1e-6 and np.array_equal(read.domain, lut.domain)
+    if lut.curves is not None:
+        assert read.curves is not None and np.abs(read.curves - lut.curves).max() < 1e-6
+        assert np.array_equal(read.curves_domain, lut.curves_domain)
+    colours = np.random.default_rng(4).random((500, 3)) * 1.8
+    assert np.abs(read.apply(colours) - item.apply(colours)).max() < 1e-5
+
+
+def test_a_cube_the_writer_cannot_express_is_refused_not_written_wrong(tmp_path) -> None:
+    """A shaper with per-channel ranges (Resolve's ranges are one pair for all channels), values that are
+    not finite, and a title that would break its line."""
+    curves = np.linspace(0, 1, 4)[:, None].repeat(3, axis=1)
+    uneven = Lut3D(lattice(2), curves=curves, curves_domain=np.array([[0, 0, 0], [1, 2, 1.0]]))
+    with pytest.raises(ValueError, match="one range for all channels"):
+        write_cube(uneven, tmp_path / "uneven.cube")
+    table = lattice(2)
+    table[1, 1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        write_cube(Lut3D(table), tmp_path / "nan.cube")
     assert list(tmp_path.iterdir()) == []
+    titled = write_cube(Lut3D(lattice(2), title='a "quoted"\nline'), tmp_path / "t.cube")
+    assert titled.read_text().splitlines()[:2] == ['TITLE "a quoted line"', "LUT_3D_SIZE 2"]
+    assert np.array_equal(read_cube(titled).table, lattice(2).astype(np.float32))
 
 
 # -------------------------------------------------------------------------------------------------- fit

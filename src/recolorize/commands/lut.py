@@ -1,7 +1,7 @@
 """``recolorize lut``: write a transfer's look as a 3D LUT (``.cube``) that editors load, and nothing else.
 
-Checks come first, as in ``transfer``: the options, both photos' paths, the ``.cube`` output (and that the
-LUT library is installed), the weight file's header; then the photos are decoded and the model loaded.
+Checks come first, as in ``transfer``: the options, both photos' paths, the ``.cube`` output, the weight
+file's header; then the photos are decoded and the model loaded.
 """
 
 from __future__ import annotations
@@ -68,8 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_lut_output(path: Path, overwrite: bool) -> None:
-    """A ``.cube`` output that can be written, and the library that writes it: checked before any work."""
-    from recolorize.inference.lut.cube import colour_io
+    """A ``.cube`` output that can be written: checked before any work."""
     from recolorize.io_utils import name_problem, output_file_problem
 
     if (problem := name_problem(path)) is not None:
@@ -82,7 +81,6 @@ def check_lut_output(path: Path, overwrite: bool) -> None:
         raise UserError(f"LUT file {path} exists; use --overwrite to replace it")
     if (problem := output_file_problem(path)) is not None:
         raise UserError(problem)
-    colour_io()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(problem)
     for path in (args.source, args.reference):  # a text file named .jpg: refused now, not after torch
         photo_size(path, max_pixels)
-    check_lut_output(args.output, args.overwrite)  # imports colour-science (~1 s)
+    check_lut_output(args.output, args.overwrite)
 
     from recolorize.process import heavy_imports
 

@@ -14,11 +14,13 @@ Two ways of turning a transfer into a LUT were measured on the ground-truth benc
   colour hint) averaged over the image: the global part of the look, with no fit.
 
 Applying is trilinear interpolation with ``torch.nn.functional.grid_sample`` (vectorised, multi-threaded,
-float32: a 12 MP photo in a fraction of a second). ``.cube`` files are written by colour-science
-(``pip install 'recolorize[lut]'``) and read by our own bounded parser, in the Adobe/Resolve layout:
-``LUT_3D_SIZE``, domain 0-1, red index fastest. LUTs work on sRGB-encoded values, the space the model
-works in: ``imaging.load_image`` gives a photo's sRGB copy, and ``save_image(..., like=photo)`` carries
-the change onto the photo's own samples in its own profile, as for ``transfer``.
+float32: a 12 MP photo in a fraction of a second). ``.cube`` files are read and written by our own small
+reader and writer (``cube``), in the Adobe/Resolve layout: ``LUT_3D_SIZE``, domain 0-1, red index fastest.
+Not colour-science, which wrote them before: ~100 MB installed and over a second of import for a plain text
+format of a few keywords and rows of numbers; a test holds ours equal to it (each reads what the other
+writes). LUTs work on sRGB-encoded values, the space the model works in: ``imaging.load_image`` gives a
+photo's sRGB copy, and ``save_image(..., like=photo)`` carries the change onto the photo's own samples in
+its own profile, as for ``transfer``.
 
 One job per module: ``table`` (:class:`Lut3D` and applying it), ``fit`` (the least-squares fit),
 ``from_transfer`` (a prepared pair's look as a LUT) and ``cube`` (``.cube`` I/O). This package re-exports
@@ -32,6 +34,7 @@ from recolorize.inference.lut.cube import (
     MAX_CUBE_3D_SIZE,
     MAX_CUBE_BYTES,
     LutError,
+    cube_text,
     read_cube,
     write_cube,
 )
@@ -55,6 +58,7 @@ __all__ = [
     "fit_lut",
     "pooled_generator_lut",
     "transfer_lut",
+    "cube_text",
     "read_cube",
     "write_cube",
 ]
