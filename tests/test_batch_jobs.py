@@ -1,5 +1,5 @@
-"""``recolorize transfer --jobs N``: the command and N - 1 helper processes share a batch; the files, the
-error lines and their order stay those of ``--jobs 1``; a helper's death or Ctrl-C loses nothing else.
+"""``recolorize transfer --jobs N``: N worker ("helper") processes share a batch; the files, the error lines
+and their order stay those of ``--jobs 1``; a helper's death or Ctrl-C loses nothing else.
 
 Small photos generated from the repository's examples, the shipped model, one thread for torch.
 """
@@ -134,7 +134,7 @@ def test_only_photo_commands_let_threads_sleep(command: str, expected: str) -> N
 
 
 def test_helper_log_lines_come_in_the_photos_order(folder: Path, tmp_path: Path, caplog) -> None:
-    """``--jobs 2``: photos done by the helper process and here interleave, their lines do not."""
+    """``--jobs 2``: photos done by the two helper processes interleave, their lines do not."""
     (folder / "broken.jpg").unlink()
     with caplog.at_level(logging.INFO):
         code = main(
@@ -257,20 +257,20 @@ def test_ctrl_c_stops_the_helpers_too(tmp_path: Path) -> None:
     assert not [p.name for p in out.iterdir() if not p.name.endswith(".jpg")]  # no temporary file
 
 
-def test_helpers_are_no_more_than_the_photos_and_the_cores_allow() -> None:
-    from recolorize.commands.transfer_helpers import helper_count
+def test_workers_are_no_more_than_the_photos_and_the_cores_allow() -> None:
+    from recolorize.inference.jobs import worker_count
 
-    assert helper_count(jobs=2, photos=20, cores=2) == 1
-    assert helper_count(jobs=16, photos=20, cores=2) == 1  # 15 helpers would only add ~6 GB
-    assert helper_count(jobs=8, photos=3, cores=16) == 2
-    assert helper_count(jobs=4, photos=1, cores=4) == 0 and helper_count(jobs=1, photos=9, cores=4) == 0
+    assert worker_count(jobs=2, photos=20, cores=2) == 2
+    assert worker_count(jobs=16, photos=20, cores=2) == 2  # 16 processes would only add ~6 GB
+    assert worker_count(jobs=8, photos=3, cores=16) == 3
+    assert worker_count(jobs=4, photos=1, cores=4) == 1 and worker_count(jobs=1, photos=9, cores=4) == 1
 
 
 def test_a_helpers_error_reaches_the_command_as_a_plain_exception() -> None:
     """What crosses from a helper: a UserError's one line, a built-in exception as it is, anything else as
     a RuntimeError that names it (no object of an arbitrary class is rebuilt in the command)."""
-    from recolorize.commands.transfer_helpers import _portable
     from recolorize.errors import UserError, WeightsError
+    from recolorize.inference.jobs import _portable
 
     user = _portable(WeightsError("model.safetensors is truncated"))
     assert type(user) is UserError and str(user) == "model.safetensors is truncated"

@@ -187,8 +187,8 @@ def test_folder_scans_skip_hidden_and_temporary_files(
 ) -> None:
     """A killed writer's partial temporary file, a dot-file and a dot-folder are not photos: not for
     ``transfer DIR``, ``lut-apply DIR`` nor the training / build-cache / make-bench folder walk."""
-    from recolorize.commands.transfer_plan import images_in
     from recolorize.data.folders import discover_photos
+    from recolorize.inference.jobs import images_in
 
     _, reference = pair
     folder = tmp_path / "photos"

@@ -1,7 +1,8 @@
 """``recolorize lut``: write a transfer's look as a 3D LUT (``.cube``) that editors load, and nothing else.
 
-Checks come first, as in ``transfer``: the options, both photos' paths, the ``.cube`` output, the weight
-file's header; then the photos are decoded and the model loaded.
+Checks come first, as in ``transfer`` (the same ``TransferSettings`` and checks,
+``recolorize.inference.jobs``): the options, the ``.cube`` output, both photos' headers, the weight file's
+header; then the photos are decoded and the model loaded.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from pathlib import Path
 
 from recolorize.errors import UserError
 
-__all__ = ["register", "run", "check_lut_output", "LUT_SUFFIX", "MAX_LUT_SIZE"]
+__all__ = ["register", "run", "MAX_LUT_SIZE"]
 
-LUT_SUFFIX = ".cube"
 #: Largest lattice ``--lut-size`` accepts: 65^3 is the finest editors commonly load.
 MAX_LUT_SIZE = 65
 
@@ -67,58 +67,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def check_lut_output(path: Path, overwrite: bool) -> None:
-    """A ``.cube`` output that can be written: checked before any work."""
-    from recolorize.io_utils import name_problem, output_file_problem
-
-    if (problem := name_problem(path)) is not None:
-        raise UserError(problem)
-    if path.suffix.lower() != LUT_SUFFIX:
-        raise UserError(f"the LUT file {path} must end in {LUT_SUFFIX}")
-    if path.is_dir():
-        raise UserError(f"the LUT file {path} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise UserError(f"LUT file {path} exists; use --overwrite to replace it")
-    if (problem := output_file_problem(path)) is not None:
-        raise UserError(problem)
-
-
 def run(args: argparse.Namespace) -> int:
     """Check everything, decode both photos, load the model, render, fit and write the LUT atomically."""
-    from recolorize.commands.job_logs import held_logs
-    from recolorize.commands.transfer_run import load_model, out_of_memory_is_an_error
-    from recolorize.config import resolution_problem
-    from recolorize.imaging import load_image, photo_size, resolve_max_pixels
+    from recolorize.imaging import load_image, photo_size
+    from recolorize.inference.jobs import (
+        TransferSettings,
+        check_lut_output,
+        check_model,
+        held_logs,
+        load_recolorizer,
+        out_of_memory_is_an_error,
+    )
     from recolorize.io_utils import name_problem
 
-    if not 0.0 <= args.strength <= 1.0:
-        raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
+    settings = TransferSettings(
+        strength=args.strength,
+        size=args.size,
+        device=args.device,
+        max_pixels=args.max_pixels,
+        overwrite=args.overwrite,
+    )
     if not 2 <= args.lut_size <= MAX_LUT_SIZE:
         raise UserError(f"--lut-size must be from 2 to {MAX_LUT_SIZE}, got {args.lut_size}")
-    if args.size is not None and (problem := resolution_problem(args.size)) is not None:
-        raise UserError(f"--size {problem}")
-    max_pixels = resolve_max_pixels(args.max_pixels)
     if (problem := name_problem(args.output)) is not None:
         raise UserError(problem)
-    for path in (args.source, args.reference):  # a text file named .jpg: refused now, not after torch
-        photo_size(path, max_pixels)
+    for path in (args.source, args.reference):  # a text file named .jpg: refused now, not after the model
+        photo_size(path, settings.pixel_limit)
     check_lut_output(args.output, args.overwrite)
+    from recolorize.inference.lut import transfer_lut, write_cube
 
-    from recolorize.process import heavy_imports
-
-    with heavy_imports():
-        from recolorize.inference.lut import transfer_lut, write_cube
-        from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
-    from recolorize.networks.weights_file import check_weights
-
-    check_device(args.device)
-    weights = args.weights if args.weights is not None else default_weights_path()
-    check_weights(weights / "model.safetensors" if weights.is_dir() else weights)
+    weights = check_model(args.weights, settings.device)
     with held_logs():
-        source = load_image(args.source, max_pixels=max_pixels)
-        reference = load_image(args.reference, max_pixels=max_pixels)
-    recolorizer = load_model(args)
-    with out_of_memory_is_an_error(args):
+        source = load_image(args.source, max_pixels=settings.pixel_limit)
+        reference = load_image(args.reference, max_pixels=settings.pixel_limit)
+    recolorizer = load_recolorizer(weights, settings)
+    with out_of_memory_is_an_error(settings.size):
         prepared = recolorizer.prepare(source, reference)
         lut = transfer_lut(recolorizer, prepared, args.strength, args.lut_size, args.method)
     write_cube(lut, args.output, overwrite=args.overwrite)  # a file written meanwhile is not replaced

@@ -56,16 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options and paths, read the LUT, then grade each photo and write it atomically."""
-    from recolorize.commands.job_logs import held_logs
-    from recolorize.commands.transfer_output import check_output, check_output_folder
-    from recolorize.commands.transfer_plan import Job, images_in
-    from recolorize.imaging import check_output_fits, check_regular_file, output_format, resolve_max_pixels
+    from recolorize.imaging import check_output_fits, check_regular_file, output_format
+    from recolorize.inference.jobs import (
+        Job,
+        TransferSettings,
+        check_output,
+        check_output_folder,
+        held_logs,
+        images_in,
+    )
     from recolorize.inference.lut import read_cube
     from recolorize.io_utils import name_problem
 
-    if not 1 <= args.quality <= 100:
-        raise UserError(f"--quality must be between 1 and 100, got {args.quality}")
-    max_pixels = resolve_max_pixels(args.max_pixels)
+    settings = TransferSettings(quality=args.quality, max_pixels=args.max_pixels, overwrite=args.overwrite)
+    max_pixels = settings.pixel_limit
     if (problem := name_problem(args.output)) is not None:
         raise UserError(problem)
     batch = args.photo.is_dir()
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         output = args.output / args.photo.name if args.output.is_dir() else args.output
         output_format(output)
         jobs = [Job(args.photo, args.lut, output)]
-        check_output(jobs[0], source_path=args.photo, overwrite=args.overwrite, batch=False)
+        check_output(jobs[0], args.overwrite, batch=False)
         check_output_fits(output, args.photo, max_pixels)  # the format's size limits, from the header
     lut = read_cube(args.lut)
     if not batch:
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     for job in tqdm(todo, desc="grading", unit="photo", disable=not todo):
         try:
             with held_logs():
-                check_output(job, source_path=job.source, overwrite=args.overwrite)
+                check_output(job, args.overwrite)
                 check_output_fits(job.output, job.source, max_pixels)
                 _grade(job, lut, args, max_pixels)
         except UserError as error:

@@ -1,37 +1,38 @@
 """``recolorize transfer``: the main job, re-colour photos after a reference with the shipped model.
 
-Everything that can be checked cheaply is checked before anything slow runs: the options, every path
-(regular files only: a FIFO would block the open forever), the output's suffix and folder, each pairs-CSV
-row (an output must stay inside ``-o``) and the weight file's header; then the photos are decoded, and
-only then is the model loaded. An error is one line on stderr with exit code 2 (1 when the re-colouring
-itself fails, not the input); in a batch (a folder or ``--pairs``) a bad pair, whatever went wrong with
-it, is named in one line and skipped, and the command exits 1 at the end.
-
-This module is the command line and the order of the checks; ``transfer_plan`` turns the arguments into
-jobs (one pair is a batch of one), ``transfer_run`` runs them (``--jobs N``: N at once in threads) and
-``transfer_output`` checks and writes the outputs.
+A shell over ``recolorize.inference.jobs``: the options become a ``TransferSettings`` (each checked there,
+once), the paths a plan (every path checked before anything slow), the weight file is checked, and
+``run_transfer`` does the work. This module only turns the outcome into lines and an exit code: an error
+is one line on stderr with exit code 2 (1 when the re-colouring itself fails, not the input); in a batch
+(a folder or ``--pairs``) a bad pair, whatever went wrong with it, is named in one line and skipped, and the
+command exits 1 at the end with a count.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 
-from recolorize.commands.transfer_plan import Job, Plan, plan_jobs
-from recolorize.config import MAX_RESOLUTION, MIN_RESOLUTION, resolution_problem
-from recolorize.errors import UserError
+from recolorize.config import MAX_RESOLUTION, MIN_RESOLUTION
+from recolorize.errors import UserError, one_line, shown
 from recolorize.image_formats import DEFAULT_MAX_PIXELS, WRITE_SUFFIXES
+from recolorize.inference.jobs import (
+    MAX_JOBS,
+    Job,
+    Plan,
+    TransferReport,
+    TransferSettings,
+    check_model,
+    describe_reference,
+    plan_transfer,
+    run_transfer,
+)
 
-__all__ = ["register", "run", "plan_jobs", "Job", "Plan", "MIN_SIZE", "MAX_SIZE"]
+__all__ = ["register", "run", "failure_line"]
 
-#: Bounds of ``--size``: the working resolution's one range (``config.MIN_RESOLUTION``, ``MAX_RESOLUTION``,
-#: checked by ``config.resolution_problem``, as for a model's config). The attention between source and
-#: reference positions grows with the fourth power of the size: measured peak memory with the shipped
-#: model is 0.8 GB at 512 and 4.9 GB at 1024 (2048 would need ~70 GB), so 1024 is the most a workstation
-#: can run.
-MIN_SIZE, MAX_SIZE = MIN_RESOLUTION, MAX_RESOLUTION
-#: Most processes ``--jobs`` may ask for (each loads the model; see transfer_helpers).
-MAX_JOBS = 16
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--size",
         type=int,
-        help=f"working resolution, a multiple of 64 from {MIN_SIZE} to {MAX_SIZE} (default: the model's; "
-        "memory grows with its 4th power: 512 takes ~0.8 GB, 1024 ~5 GB)",
+        help=f"working resolution, a multiple of 64 from {MIN_RESOLUTION} to {MAX_RESOLUTION} (default: "
+        "the model's; memory grows with its 4th power: 512 takes ~0.8 GB, 1024 ~5 GB)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--weights", type=Path, help="model weights (.safetensors); default: shipped model")
@@ -81,9 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="batch only: re-colour N photos at once, in this process and N - 1 helper processes that "
-        f"each load the model (1-{MAX_JOBS}, at most one process per CPU core; default 1; each process "
-        "takes about as much memory as one --jobs 1 run)",
+        help=f"batch only: re-colour N photos at once in N worker processes that each load the model (1-"
+        f"{MAX_JOBS}, at most one process per CPU core; default 1; each process takes about as much memory "
+        "as one --jobs 1 run)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -102,73 +103,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_options(args: argparse.Namespace) -> int:
-    """Check every option (cheap, nothing loaded); returns the pixel limit."""
-    from recolorize.imaging import resolve_max_pixels
-    from recolorize.io_utils import name_problem
-
-    if not 0.0 <= args.strength <= 1.0:
-        raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
-    if not 1 <= args.quality <= 100:
-        raise UserError(f"--quality must be between 1 and 100, got {args.quality}")
-    if args.size is not None and (problem := resolution_problem(args.size)) is not None:
-        raise UserError(f"--size {problem}")
-    jobs = getattr(args, "jobs", 1)
-    if not 1 <= jobs <= MAX_JOBS:
-        raise UserError(f"--jobs must be between 1 and {MAX_JOBS}, got {jobs}")
-    for output in (args.output, getattr(args, "lut", None)):
-        if output is not None and (problem := name_problem(output)) is not None:
-            raise UserError(problem)
-    return resolve_max_pixels(args.max_pixels)
-
-
-def _check_headers(args: argparse.Namespace, plan: Plan, max_pixels: int) -> None:
-    """Read the headers of the photos every job needs (the one source, the references of a folder
-    batch), so that a text file named .jpg is refused at once, not after torch's import (2-3 s)."""
-    from recolorize.commands.transfer_plan import reference_paths
-    from recolorize.imaging import photo_size
-
-    if args.pairs is not None:  # each row's photos are checked with its row; a bad row is skipped
-        return
-    for path in reference_paths(args.reference):
-        photo_size(path, max_pixels)
-    if not plan.batch:
-        photo_size(plan.jobs[0].source, max_pixels)
-
-
 def run(args: argparse.Namespace) -> int:
-    """Check everything, decode the photos, load the model, re-colour, write atomically."""
-    max_pixels = _check_options(args)
-    plan = plan_jobs(args)
-    _check_headers(args, plan, max_pixels)
-    if getattr(args, "lut", None) is not None:
-        from recolorize.commands.lut import check_lut_output
+    """Options -> settings, paths -> plan, the weight file checked, then the jobs run: the exit code."""
+    settings = TransferSettings(
+        strength=args.strength,
+        size=args.size,
+        device=args.device,
+        quality=args.quality,
+        max_pixels=args.max_pixels,
+        overwrite=args.overwrite,
+        lut=args.lut,
+        jobs=args.jobs,
+    )
+    plan = plan_transfer(args.output, settings, args.source, args.reference, args.pairs)
+    weights = check_model(args.weights, settings.device)
+    for message in plan.rejected:
+        print(f"recolorize: error: {message}", file=sys.stderr)
+    report = run_transfer(plan, settings, weights, on_failure=_name_failure if plan.batch else None)
+    return _exit_code(plan, report)
 
-        if plan.batch:
-            raise UserError("--lut writes the look of one transfer: give one SOURCE and REFERENCE")
-        check_lut_output(args.lut, args.overwrite)
 
-    from recolorize.commands.transfer_first import FirstDecode
-    from recolorize.commands.transfer_run import run_jobs
+def _name_failure(job: Job, error: BaseException) -> None:
+    """A batch names each failed pair at once, in one line above its progress bar."""
+    from tqdm import tqdm
 
-    first = FirstDecode(args, plan, max_pixels)  # the first photos decode while torch is imported
-    helpers = None
-    if getattr(args, "jobs", 1) > 1:  # --jobs N: N - 1 processes start loading now
-        from recolorize.commands.transfer_helpers import Helpers
+    tqdm.write(failure_line(job, error), file=sys.stderr)
 
-        helpers = Helpers.start(args, plan, max_pixels)
-    try:
-        from recolorize.process import heavy_imports
 
-        with heavy_imports():
-            from recolorize.inference.pipeline import check_device, default_weights_path  # imports torch
-            from recolorize.networks.weights_file import check_weights
+def _exit_code(plan: Plan, report: TransferReport) -> int:
+    """0 when every job succeeded. One pair: its ``UserError`` is raised for the CLI (one line, exit 2), any
+    other error is one line and exit 1. A batch: the count of failures in one line, exit 1."""
+    if not plan.batch and report.failures:
+        job, error = report.failures[0]
+        if isinstance(error, UserError):
+            raise error
+        print(failure_line(job, error, skipped=False), file=sys.stderr)
+        return 1
+    failures = len(plan.rejected) + len(report.failures)
+    if failures:
+        total = len(plan.jobs) + len(plan.rejected)
+        print(f"recolorize: {failures} of {total} photos failed", file=sys.stderr)
+        return 1
+    return 0
 
-        check_device(args.device)
-        weights = args.weights if args.weights is not None else default_weights_path()
-        check_weights(weights / "model.safetensors" if weights.is_dir() else weights)
-        return run_jobs(args, plan, max_pixels, first, helpers)
-    finally:
-        first.close()
-        if helpers is not None:
-            helpers.close()
+
+def failure_line(job: Job, error: BaseException, skipped: bool = True) -> str:
+    """The one line that names a failed pair (a ``UserError`` says itself what went wrong)."""
+    if isinstance(error, UserError):
+        return f"recolorize: error: {one_line(error, 500)}"
+    logger.debug("pair %s / %s failed", job.source, describe_reference(job.reference), exc_info=error)
+    return (
+        f"recolorize: error: {shown(job.source)} with {shown(describe_reference(job.reference))} failed "
+        f"({type(error).__name__}: {one_line(error)}){'; skipped' if skipped else ''}"
+    )
