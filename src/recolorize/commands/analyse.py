@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recolorize.errors import UserError
+from recolorize.errors import UserError, require_training
 from recolorize.evaluation.analyses import ANALYSES, get_analysis
-from recolorize.evaluation.analyses.common import AnalysisOptions
 
 __all__ = ["register", "run", "parse_point"]
 
@@ -24,6 +23,9 @@ def parse_point(text: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the extra and the options, load the model, run the analysis."""
+    require_training("analyse")
+    from recolorize.evaluation.analyses.common import AnalysisOptions
     from recolorize.inference.pipeline import Recolorizer  # lazy: loads torch networks
 
     analysis = get_analysis(args.analysis)

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
-from recolorize.data.augment import ColourAugmenter
-from recolorize.data.folders import discover_photos
-from recolorize.data.geometry import alter_geometry
-from recolorize.data.pairs import load_crop
-from recolorize.data.region_edits import edit_regions
-from recolorize.errors import UserError
-from recolorize.evaluation.grids import tile_to_pil
-from recolorize.imaging import to_uint8
+from recolorize.errors import UserError, require_training
 from recolorize.io_utils import atomic_write
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 __all__ = ["register", "run", "build_grid", "COLUMNS"]
 
@@ -35,6 +31,9 @@ _HEADER = 18
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
     """A (3, H, W) [0, 1] tensor as an RGB PIL image (8-bit as every writer quantises: ``to_uint8``)."""
+    from recolorize.evaluation.grids import tile_to_pil
+    from recolorize.imaging import to_uint8
+
     return tile_to_pil(to_uint8(image.permute(1, 2, 0).numpy()))
 
 
@@ -42,6 +41,13 @@ def build_grid(
     folders: list[str], n: int, seed: int, size: int, exclude: list[str] | None = None
 ) -> Image.Image:
     """The grid image for ``n`` photos drawn (deterministically for ``seed``) from ``folders``."""
+    # here, not at the top: ``recolorize --help`` imports this module, and torch is the train extra's
+    from recolorize.data.augment import ColourAugmenter
+    from recolorize.data.folders import discover_photos
+    from recolorize.data.geometry import alter_geometry
+    from recolorize.data.pairs import load_crop
+    from recolorize.data.region_edits import edit_regions
+
     photos = discover_photos(folders, exclude=exclude or ())
     chosen = sorted(np.random.default_rng(seed).permutation(len(photos))[: min(n, len(photos))].tolist())
     augmenter = ColourAugmenter()
@@ -69,6 +75,8 @@ def build_grid(
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the extra and the options, then draw the photos and write the grid."""
+    require_training("augment-grid")
     if args.n < 1 or args.size < 16:
         raise UserError("--n must be at least 1 and --size at least 16")
     sheet = build_grid(args.data, args.n, args.seed, args.size, args.exclude)

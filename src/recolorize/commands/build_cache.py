@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recolorize.errors import UserError
+from recolorize.errors import UserError, require_training
 
 __all__ = ["register", "run"]
 
@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Discover the photos and build (or finish) the cache."""
+    """Check the extra, discover the photos and build (or finish) the cache."""
+    require_training("build-cache")
     from recolorize.data.cache import CacheSettings, build_cache
     from recolorize.data.folders import discover_photos
 

@@ -6,13 +6,18 @@ import argparse
 from pathlib import Path
 
 from recolorize.commands.eval import DEFAULT_METHODS, command_line
-from recolorize.evaluation.dpst import read_dpst_pairs, run_dpst_report
-from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods
+from recolorize.errors import require_training
+from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods, require_method_extras
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the extras (one line each, before anything is read), the pairs and the methods; report."""
+    require_training("dpst-report")
+    require_method_extras(args.methods, "dpst-report")
+    from recolorize.evaluation.dpst import read_dpst_pairs, run_dpst_report  # (the metrics: scikit-image)
+
     ids = [p.strip() for p in args.pairs.split(",") if p.strip()] if args.pairs else None
     read_dpst_pairs(args.dpst, ids, args.limit)  # check the folder and the ids before loading any model
     options = MethodOptions(weights=args.weights, device=args.device, strength=args.strength)

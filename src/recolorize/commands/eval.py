@@ -8,11 +8,10 @@ import logging
 import shlex
 from pathlib import Path
 
-from recolorize.errors import UserError
-from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods
+from recolorize.errors import UserError, require_training
+from recolorize.evaluation.methods import MethodOptions, known_methods, parse_methods, require_method_extras
 from recolorize.evaluation.oracles import ORACLES
 from recolorize.evaluation.pairs import read_pairs
-from recolorize.evaluation.runner import run_eval
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +54,11 @@ def without_missing_lpips(metrics: list[str] | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the extras (one line each, before anything is read), the pairs and the methods; score them."""
+    require_training("eval")  # its metrics (scikit-image, LPIPS in torch) and the model
+    require_method_extras(args.methods, "eval")
+    from recolorize.evaluation.runner import run_eval  # (the metrics: scikit-image)
+
     pairs = read_pairs(args.pairs, args.limit)  # check the CSV and its images before loading any model
     oracles = [name.strip() for name in args.methods.split(",") if name.strip() in ORACLES]
     missing = [pair.name for pair in pairs if pair.target is None]

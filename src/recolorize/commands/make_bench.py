@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from recolorize.evaluation.bench import BENCH_KINDS, make_bench
+from recolorize.errors import require_training
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "KINDS"]
+
+#: ``--kind``'s choices: ``evaluation.bench.BENCH_KINDS``, written out so that ``recolorize --help`` does not
+#: import the bench (torch, the train extra's); a test holds the two equal.
+KINDS: tuple[str, ...] = ("global", "local")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the extra, then build the bench."""
+    require_training("make-bench")
+    from recolorize.evaluation.bench import make_bench
+
     make_bench(
         args.images, args.out, n=args.n, seed=args.seed, masks_dir=args.masks, size=args.size, kind=args.kind
     )
@@ -32,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=None, metavar="PX", help="longest side at most PX")
     parser.add_argument(
         "--kind",
-        choices=BENCH_KINDS,
+        choices=KINDS,
         default="global",
         help="global (default): a random local + global grade, mostly fitted by a global colour map; local: "
         "two places of similar colour changed differently (one only, or both in opposite directions), which "

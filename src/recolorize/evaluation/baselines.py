@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import numpy as np
-from skimage.color import lab2rgb, rgb2lab
 
 from recolorize.errors import UserError
 from recolorize.prior.colour_map import mkl_map
@@ -71,6 +70,8 @@ def identity(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    from skimage.color import lab2rgb  # here: listing the baselines (``recolorize --help``) needs no skimage
+
     with warnings.catch_warnings():
         # Out-of-gamut Lab (negative Z) is clipped by skimage, which is what a transfer wants; no warning.
         warnings.filterwarnings("ignore", message=".*negative Z values.*")
@@ -86,6 +87,8 @@ def reinhard(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
     output's Lab statistics match the reference's only approximately.
     source: (H, W, 3) float in [0, 1]. reference: (h, w, 3) float in [0, 1]. Returns (H, W, 3) float32.
     """
+    from skimage.color import rgb2lab
+
     src_lab = rgb2lab(_as_image(source, "source"))
     ref_lab = rgb2lab(_as_image(reference, "reference"))
     src_mean, src_std = src_lab.mean(axis=(0, 1)), src_lab.std(axis=(0, 1))

@@ -14,11 +14,19 @@ from types import MappingProxyType
 
 import numpy as np
 
-from recolorize.errors import UserError
+from recolorize.errors import UserError, require
 from recolorize.evaluation.baselines import BASELINES
 from recolorize.evaluation.oracles import ORACLE_DESCRIPTIONS, ORACLES
 
-__all__ = ["Method", "MethodOptions", "METHOD_FACTORIES", "known_methods", "parse_methods"]
+__all__ = [
+    "Method",
+    "MethodOptions",
+    "METHOD_FACTORIES",
+    "METHOD_EXTRAS",
+    "known_methods",
+    "parse_methods",
+    "require_method_extras",
+]
 
 MethodFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 #: An oracle's function: (source, reference, target) -> output.
@@ -97,6 +105,24 @@ def _ours(name: str, options: MethodOptions) -> Method:
 METHOD_FACTORIES: Mapping[str, Callable[[str, MethodOptions], Method]] = MappingProxyType(
     {"ours": _ours, **{name: _baseline for name in BASELINES}, **{name: _oracle for name in ORACLES}}
 )
+
+
+#: Methods that need an optional package: name -> (import name, pip name, extra). hm-mkl-hm is
+#: color-matcher's (GPL-3.0, so never a base need).
+METHOD_EXTRAS: Mapping[str, tuple[str, str, str]] = MappingProxyType(
+    {"hm-mkl-hm": ("color_matcher", "color-matcher", "compare")}
+)
+
+
+def require_method_extras(spec: str, command: str) -> None:
+    """Refuse (one line with the pip command) a ``--methods`` list naming a method whose optional package is
+    missing, before anything is read: otherwise it fails on the first pair, after the progress bar began.
+    ``command`` names the command in the line (``eval --methods hm-mkl-hm needs color-matcher: ...``)."""
+    for item in spec.split(","):
+        name = item.partition("=")[0].strip()
+        if name in METHOD_EXTRAS:
+            module, package, extra = METHOD_EXTRAS[name]
+            require(module, extra, f"{command} --methods {name}", package)
 
 
 def known_methods() -> list[str]:

@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recolorize.config import CONFIGS
-from recolorize.errors import OneLineParser, UserError, exit_code, refuse_non_finite_options
-from recolorize.training.loop import TrainRequest, train
-from recolorize.training.stages import STAGE_ORDER
+from recolorize.config import CONFIGS, STAGE_NAMES
+from recolorize.errors import OneLineParser, UserError, exit_code, refuse_non_finite_options, require_training
 
 __all__ = ["DESCRIPTION", "add_arguments", "main", "run", "parse_setting"]
 
@@ -69,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RUN_DIR",
         help="output folder of the run (--run-dir under torchrun, which reads --run as its --run-path)",
     )
-    parser.add_argument("--stage", choices=[*STAGE_ORDER, "all"], default="all", help="stage(s) to train")
+    parser.add_argument("--stage", choices=[*STAGE_NAMES, "all"], default="all", help="stage(s) to train")
     parser.add_argument("--steps", type=int, help="steps of each selected stage")
     parser.add_argument("--batch", type=int, help="global batch of each selected stage")
     parser.add_argument("--lr", type=float, help="Adam learning rate of each selected stage")
@@ -105,8 +103,11 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the request from the arguments and train."""
-    stages = STAGE_ORDER if args.stage == "all" else (args.stage,)
+    """Check the extra, build the request from the arguments and train."""
+    require_training("train")
+    from recolorize.training.loop import TrainRequest, train  # torch: here, so that --help needs none
+
+    stages = STAGE_NAMES if args.stage == "all" else (args.stage,)
     if args.lr is not None and not math.isfinite(args.lr):  # argparse's float takes nan and inf
         raise UserError(f"--lr must be a finite number, got {args.lr}")
     overrides: dict[str, Any] = dict(parse_setting(text) for text in args.set)

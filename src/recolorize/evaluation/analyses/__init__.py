@@ -26,6 +26,7 @@ markdown and figure files), one module per analysis (``reconstruction``: table3,
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +34,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from recolorize.errors import UserError
-from recolorize.evaluation.analyses.common import AnalysisOptions
-from recolorize.evaluation.analyses.heatmaps import fig5
-from recolorize.evaluation.analyses.neighbours import fig4
-from recolorize.evaluation.analyses.own_code import w0_reconstruction
-from recolorize.evaluation.analyses.reconstruction import table3
 
 if TYPE_CHECKING:  # pragma: no cover
+    from recolorize.evaluation.analyses.common import AnalysisOptions
     from recolorize.networks.model import RecolorModel
 
 __all__ = ["Analysis", "ANALYSES", "get_analysis"]
@@ -47,19 +44,41 @@ __all__ = ["Analysis", "ANALYSES", "get_analysis"]
 
 @dataclass(frozen=True)
 class Analysis:
-    """A registered analysis: ``run(model, images_dir, out_dir, options)`` -> paths and headline numbers."""
+    """A registered analysis: ``run(model, images_dir, out_dir, options)`` -> paths and headline numbers.
+
+    The registry names each analysis's function (``module``, ``function``) rather than holding it, so that
+    listing the analyses (``recolorize --help``) imports no torch: that is the train extra's.
+    """
 
     name: str
-    run: Callable[[RecolorModel, Path, Path, AnalysisOptions], dict[str, Any]]
+    module: str
+    function: str
     description: str
+
+    @property
+    def run(self) -> Callable[[RecolorModel, Path, Path, AnalysisOptions], dict[str, Any]]:
+        """The analysis's function, imported now."""
+        module = importlib.import_module(f"recolorize.evaluation.analyses.{self.module}")
+        return getattr(module, self.function)
 
 
 ANALYSES: Mapping[str, Analysis] = MappingProxyType(
     {
-        "table3": Analysis("table3", table3, "Table 3: reconstruction MAE of the 1d G and the 2d G' latents"),
-        "fig4": Analysis("fig4", fig4, "Figure 4: neighbours by w0 cosine versus colour histogram"),
-        "fig5": Analysis("fig5", fig5, "Figure 5: W0 versus VGG relu2_2 self-similarity heatmaps (eq. 3)"),
-        "w0": Analysis("w0", w0_reconstruction, "Section 3.3: G(I, w0) error with own versus others' w0"),
+        "table3": Analysis(
+            "table3",
+            "reconstruction",
+            "table3",
+            "Table 3: reconstruction MAE of the 1d G and the 2d G' latents",
+        ),
+        "fig4": Analysis(
+            "fig4", "neighbours", "fig4", "Figure 4: neighbours by w0 cosine versus colour histogram"
+        ),
+        "fig5": Analysis(
+            "fig5", "heatmaps", "fig5", "Figure 5: W0 versus VGG relu2_2 self-similarity heatmaps (eq. 3)"
+        ),
+        "w0": Analysis(
+            "w0", "own_code", "w0_reconstruction", "Section 3.3: G(I, w0) error with own versus others' w0"
+        ),
     }
 )
 
