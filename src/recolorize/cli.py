@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import logging
-import os
 import sys
-import threading
 
 from recolorize import process
 from recolorize.errors import OneLineParser, exit_code, refuse_non_finite_options
@@ -108,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in process.PASSIVE_COMMANDS:
         process.passive_openmp_threads()
-    process.one_malloc_arena()
     parser = build_parser(only=command)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named by the command they were given to, not by the root parser
@@ -129,39 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``recolorize`` console script and ``python -m recolorize``: ``main``, then exit without the
-    interpreter's last sweep over every object.
-
-    Why: at exit Python's cyclic garbage collector walks every object still alive, and with torch imported
-    that is ~0.3 s of every run (a 12-MP transfer took 2.1 s, 1.75 s without it). ``gc.freeze`` moves them
-    out of its reach and ``_exit_now`` skips the rest of the teardown (not under a profiler or debugger,
-    which must report at exit); the process is ending, so nothing is lost: our files are closed by then,
-    and atexit handlers and buffered output run and are flushed.
-    ``main`` itself (called by tests, many times in one process) leaves all this alone.
-    """
-    process.PROGRAM = True
-    code = main()
-    gc.freeze()
-    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()[1:]):
-        sys.exit(code)  # someone still running (none of ours): the normal exit, which waits for them
-    if sys.getprofile() is not None or sys.gettrace() is not None:
-        sys.exit(code)  # under a profiler or debugger (python -m cProfile): let it finish and report
-    _exit_now(code)
-
-
-def _exit_now(code: int) -> None:
-    """End the process as ``sys.exit`` would, minus the interpreter's teardown of every module and the C++
-    static destructors of torch's libraries (another ~0.07 s): atexit handlers (logging's flush among
-    them) run, and the standard streams are flushed, before ``os._exit``."""
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    os._exit(code)
+    """The ``recolorize`` console script and ``python -m recolorize``: ``main``, its code the exit status."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,13 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recolorize.process import heavy_imports
-
-    with heavy_imports():  # a server lives long: its collector need not walk torch's objects every pass
-        from recolorize.app.jobs import AppConfig
-        from recolorize.app.server import create_server
-        from recolorize.imaging import parse_max_pixels
-        from recolorize.inference.pipeline import Recolorizer
+    from recolorize.app.jobs import AppConfig
+    from recolorize.app.server import create_server
+    from recolorize.imaging import parse_max_pixels
+    from recolorize.inference.pipeline import Recolorizer
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
