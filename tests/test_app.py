@@ -165,6 +165,37 @@ def test_download_keeps_icc_and_exif(server, photos):
         assert out.getexif().get(0x010F) == "TestCamera"
 
 
+def test_the_look_downloads_as_a_cube_at_the_sliders_strength(server, weights, photos, prepared, tmp_path):
+    """``/api/lut/ID?strength=S``: the ``.cube`` ``recolorize lut`` makes for the same photos and strength
+    (the API's transfer_lut, default method, 33^3), named after the source, read back by our reader."""
+    from recolorize.inference.lut import Lut3D, read_cube, transfer_lut
+    from recolorize.inference.pipeline import Recolorizer
+
+    key = prepared["id"]  # (the server keeps two pairs: an upload of our own would evict it)
+    looks = {}
+    for strength in ("0", "0.5", "1"):
+        status, headers, data = request(server, "GET", f"/api/lut/{key}?strength={strength}")
+        assert status == 200, data
+        assert headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert headers["Content-Disposition"].startswith('attachment; filename="in1-look.cube"')
+        assert data.decode().startswith(f'TITLE "in1 look (recolorize, strength {float(strength):.2f})"\n')
+        path = tmp_path / f"look-{strength}.cube"
+        path.write_bytes(data)
+        looks[strength] = read_cube(path)
+        assert looks[strength].size == 33
+    identity = Lut3D.identity().table
+    assert np.array_equal(looks["0"].table, identity)
+    moved = {s: np.abs(looks[s].table - identity).mean() for s in ("0.5", "1")}
+    assert 0 < moved["0.5"] < moved["1"], moved
+    recolorizer = Recolorizer.from_pretrained(weights)
+    pair = recolorizer.prepare(photos["source"], photos["reference"])
+    for strength in ("0.5", "1"):
+        expected = transfer_lut(recolorizer, pair, float(strength))
+        assert np.abs(looks[strength].table - expected.table).max() < 1e-5
+    assert request(server, "GET", f"/api/lut/{key}?strength=2")[0] == 400
+    assert request(server, "GET", "/api/lut/unknown-upload-id?strength=1")[0] == 410
+
+
 def test_non_image_upload_is_refused_with_a_clear_message(server, photos):
     status, _, body = upload(
         server,

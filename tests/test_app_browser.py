@@ -1,4 +1,5 @@
-"""The web app in a real headless Chromium (Playwright): upload, slider, download, error message.
+"""The web app in a real headless Chromium (Playwright): upload, slider, downloads (full resolution and the
+look as a .cube), error message.
 
 Needs the ``playwright`` Python package and a Chromium at /usr/bin/chromium (``scripts/setup.sh --test``
 installs both; ``RECOLORIZE_CHROMIUM`` names another binary). Without them the test skips locally and
@@ -21,6 +22,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from recolorize.inference.lut import Lut3D, read_cube
 
 CHROMIUM = Path(os.environ.get("RECOLORIZE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -144,6 +147,7 @@ def test_browser_transfer_slider_download_and_error(sync_playwright, app_url, ph
             page.goto(app_url)
             assert page.title() == "recolorize"
             assert page.locator("#strength").is_disabled()
+            assert page.locator("#download-lut").is_disabled()  # no pair yet
 
             # drop both photos (through the file inputs the drop zones wrap) and wait for the result
             start = time.perf_counter()
@@ -163,10 +167,21 @@ def test_browser_transfer_slider_download_and_error(sync_playwright, app_url, ph
             download.save_as(full)
             with Image.open(full) as out:
                 assert out.size == source_size
+
+            # beside it, the look as a .cube at the slider's strength (1 here)
+            assert page.locator("#download-lut").is_enabled()
+            with page.expect_download() as info:
+                page.click("#download-lut")
+            assert info.value.suggested_filename == "in1-look.cube"
+            look = tmp_path / "look.cube"
+            info.value.save_as(look)
+            identity = Lut3D.identity().table
+            assert read_cube(look).size == 33 and np.abs(read_cube(look).table - identity).max() > 0
             if screenshot:
                 page.locator("#handle").focus()
                 for _ in range(5):
                     page.keyboard.press("ArrowLeft")
+                page.mouse.move(0, 0)  # no hover on a button
                 page.wait_for_timeout(500)  # let the download button's fade-in finish
                 page.screenshot(path=screenshot)
 
@@ -181,6 +196,10 @@ def test_browser_transfer_slider_download_and_error(sync_playwright, app_url, ph
             zero = tmp_path / "zero.png"
             info.value.save_as(zero)
             assert np.abs(_rgb(zero) - _rgb(photos["source"])).mean() < 1.0
+            with page.expect_download() as info:
+                page.click("#download-lut")
+            info.value.save_as(tmp_path / "zero.cube")
+            assert np.array_equal(read_cube(tmp_path / "zero.cube").table, identity)  # the slider's 0
 
             # a file that is not an image: the server's message appears on the page
             page.set_input_files(

@@ -232,8 +232,8 @@ class AppHandler(BaseHTTPRequestHandler):
             )
             return
         parts = url.path.strip("/").split("/")
-        if len(parts) == 3 and parts[0] == "api" and parts[1] in ("source", "render", "download"):
-            session = state.get(parts[2].removesuffix(".png"))
+        if len(parts) == 3 and parts[0] == "api" and parts[1] in ("source", "render", "download", "lut"):
+            session = state.get(parts[2].removesuffix(".png").removesuffix(".cube"))
             if parts[1] == "source":
                 self._send(HTTPStatus.OK, session.source_png, "image/png")
                 return
@@ -243,6 +243,12 @@ class AppHandler(BaseHTTPRequestHandler):
                 png = state.render_preview(session, strength)
                 seconds = f"{time.perf_counter() - start:.3f}"
                 self._send(HTTPStatus.OK, png, "image/png", {"X-Render-Seconds": seconds})
+                return
+            if parts[1] == "lut":  # the look as a 3D LUT; .cube has no registered type: it is plain text
+                cube, filename = state.render_lut(session, strength)
+                headers = {"Content-Disposition": attachment_header(filename)}
+                self._send(HTTPStatus.OK, cube, "text/plain; charset=utf-8", headers)
+                logger.info("made the look %s (strength %.2f)", filename, strength)
                 return
             data, filename, mime = state.render_full(session, strength)
             self._send(HTTPStatus.OK, data, mime, {"Content-Disposition": attachment_header(filename)})

@@ -1,6 +1,7 @@
 """The web app's model work and memory: its limits (:class:`AppConfig`), the one-job-at-a-time lock, the
-LRU of prepared pairs, and the jobs themselves (decode an upload, prepare a pair, render a preview or the
-full-resolution download). Refusals are :class:`recolorize.app.validation.HTTPProblem`."""
+LRU of prepared pairs, and the jobs themselves (decode an upload, prepare a pair, render a preview, the
+full-resolution download or the look as a ``.cube``). Refusals are
+:class:`recolorize.app.validation.HTTPProblem`."""
 
 from __future__ import annotations
 
@@ -310,3 +311,19 @@ class AppState:
         stem = Path(session.source_name or "image").stem or "image"
         mime = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff", "WEBP": "image/webp"}[fmt]
         return data, f"{stem}-recolorized.{ext}", mime
+
+    def render_lut(self, session: Session, strength: float) -> tuple[bytes, str]:
+        """The pair's look at ``strength`` as a ``.cube`` file's bytes and its name (``<source>-look.cube``).
+
+        The same LUT ``recolorize lut`` writes for these photos (its default method, 33^3), made from the
+        full-size prepared pair, so the look can grade other photos or video in an editor."""
+        from recolorize.inference.lut import LUT_METHODS, cube_text, transfer_lut
+
+        stem = Path(session.source_name or "image").stem or "image"
+
+        def job() -> bytes:
+            lut = transfer_lut(self.recolorizer, session.prepared, strength, method=LUT_METHODS[0])
+            titled = dataclasses.replace(lut, title=f"{stem} look (recolorize, strength {strength:.2f})")
+            return cube_text(titled).encode()
+
+        return self.run_job(job), f"{stem}-look.cube"

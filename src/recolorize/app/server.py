@@ -17,6 +17,7 @@ Endpoints (``ID`` is an opaque upload id)::
     GET  /api/source/ID          the source, downscaled to the preview size, PNG
     GET  /api/render/ID?strength=S   the result at preview size (reruns only ``render``), PNG
     GET  /api/download/ID?strength=S the full-resolution result with the source's ICC/EXIF/alpha
+    GET  /api/lut/ID?strength=S      the look as a 33^3 ``.cube`` (``recolorize lut``'s default method)
 
 Resource limits: request bodies are refused above ``max_upload_bytes`` per image (checked from
 Content-Length before anything is read, then per file; a missing, negative or non-numeric length is

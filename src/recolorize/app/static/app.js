@@ -1,5 +1,6 @@
 // recolorize web app: two drop zones, a strength slider that re-renders a preview (the server keeps
-// the predicted latents, so only the generator runs), a before/after comparison and a full-size download.
+// the predicted latents, so only the generator runs), a before/after comparison, a full-size download and
+// the look as a 3D LUT (.cube) for editors.
 // Everything talks to the local server that served this page; nothing else is contacted.
 "use strict";
 
@@ -21,6 +22,12 @@
   const strength = $("strength");
   const strengthValue = $("strength-value");
   const download = $("download");
+  const downloadLut = $("download-lut");
+  // Both downloads need a prepared pair and share the model with the preview: on and off together.
+  function setDownloadsDisabled(off) {
+    download.disabled = off;
+    downloadLut.disabled = off;
+  }
   const resultImg = $("result-img");
   const beforeImg = $("before-img");
   const compare = $("compare");
@@ -131,7 +138,7 @@
     showError("");
     setBusy("Predicting colours…");
     setStatus("Uploading and predicting…");
-    download.disabled = true;
+    setDownloadsDisabled(true);
     const form = new FormData();
     form.append("source", state.files.source, state.files.source.name);
     for (const ref of state.files.reference) form.append("reference", ref, ref.name);
@@ -207,7 +214,7 @@
       }
       if (state.id) {
         document.body.dataset.state = "ready";
-        download.disabled = false;
+        setDownloadsDisabled(false);
       }
     } catch (err) {
       showError(err.message || String(err));
@@ -235,20 +242,21 @@
     });
   }
 
-  // ------------------------------------------------------------------ download
-  download.addEventListener("click", async () => {
+  // ------------------------------------------------------------------ downloads
+  // Fetch /api/KIND/ID at the slider's strength and save it under the server's file name (RFC 6266).
+  async function saveDownload(kind, busyText, statusText, fallbackName) {
     if (!state.id) return;
-    download.disabled = true;
-    setBusy("Rendering full resolution…");
-    setStatus("Rendering the full-resolution image…");
+    setDownloadsDisabled(true);
+    setBusy(busyText);
+    setStatus(statusText);
     const value = strength.value;
     try {
-      const response = await fetch(`/api/download/${state.id}?strength=${encodeURIComponent(value)}`);
+      const response = await fetch(`/api/${kind}/${state.id}?strength=${encodeURIComponent(value)}`);
       if (!response.ok) throw new Error(await errorText(response));
       const disposition = response.headers.get("Content-Disposition") || "";
       const match = /filename="([^"]+)"/.exec(disposition);
       const encoded = /filename\*=UTF-8''([^;\s]+)/i.exec(disposition); // RFC 6266: the exact name
-      let name = match ? match[1] : "recolorized.png";
+      let name = match ? match[1] : fallbackName;
       try {
         if (encoded) name = decodeURIComponent(encoded[1]);
       } catch (err) {
@@ -268,9 +276,16 @@
       showError(err.message || String(err));
     } finally {
       setBusy("");
-      download.disabled = !state.id;
+      setDownloadsDisabled(!state.id);
     }
-  });
+  }
+
+  download.addEventListener("click", () =>
+    saveDownload("download", "Rendering full resolution…", "Rendering the full-resolution image…",
+      "recolorized.png"));
+  // The look as a 33×33×33 LUT: the server fits it to the transfer at this strength (recolorize lut's way).
+  downloadLut.addEventListener("click", () =>
+    saveDownload("lut", "Fitting the look…", "Fitting the look as a 3D LUT (.cube)…", "recolorized.cube"));
 
   // ------------------------------------------------------------------ views
   for (const tab of document.querySelectorAll(".tab")) {
