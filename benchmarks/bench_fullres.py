@@ -18,7 +18,7 @@ import time
 import torch
 
 from _machine import machine_description
-from recolorize.inference.fullres import apply_affine, fit_local_affine, full_resolution_transfer
+from recolorize.torch_inference.fullres import apply_affine, fit_local_affine, full_resolution_transfer
 
 
 def timed(fn, runs: int) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from recolorize.colour import rgb_to_lab
 from recolorize.evaluation.metrics import ciede2000
 from recolorize.imaging import load_image, resize_for_network
 from recolorize.inference import pipeline
-from recolorize.inference.fullres import apply_affine, fit_local_affine
+from recolorize.torch_inference.fullres import apply_affine, fit_local_affine
 
 #: (copy pixels, radius, eps): the previous default first, then the shipped one, then the others measured.
 SETTINGS = [

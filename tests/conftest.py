@@ -49,13 +49,19 @@ def photos(shared_data: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pointwise model saved (64 px, full resolution rendered directly): a transfer takes ~50 ms."""
+    """The tiny pointwise model with the lattice prior (64 px), saved and exported: ``model.safetensors``
+    with the ONNX graphs beside it, as ``recolorize export`` writes a model; a transfer takes ~50 ms."""
     from recolorize.config import get_config
+    from recolorize.export.onnx import export_onnx
     from recolorize.networks.model import RecolorModel
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "model.safetensors"
-    RecolorModel(get_config("tiny-pointwise")).save(path)
+    model = RecolorModel(get_config("tiny-lut"))
+    with torch.no_grad():  # f is zero at initialisation (the identity on the prior): give it a visible part
+        model.generator.to_rgb.weight.normal_(0.0, 0.5)
+    model.save(path)
+    export_onnx(RecolorModel.load(path), path.parent)
     return path
 
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from recolorize.imaging import resize_for_network
-from recolorize.inference.fullres import apply_affine, fit_local_affine, full_resolution_transfer
+from recolorize.torch_inference.fullres import apply_affine, fit_local_affine, full_resolution_transfer
 
 M1 = torch.tensor([[0.80, 0.10, 0.00], [0.05, 0.85, 0.05], [0.00, 0.15, 0.70]])
 B1 = torch.tensor([0.05, 0.02, 0.10])

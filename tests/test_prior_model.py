@@ -22,12 +22,17 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
-def prior_only() -> Recolorizer:
-    """A tiny pointwise model over the lattice prior with f's output layer zero: its output is the prior."""
+def prior_only(tmp_path_factory: pytest.TempPathFactory) -> Recolorizer:
+    """A tiny pointwise model over the lattice prior with f's output layer zero (as initialised), exported
+    and run as users run it: its output is the prior."""
+    from recolorize.export.onnx import export_onnx
+
     torch.manual_seed(0)
-    config = get_config("tiny-pointwise").replace(name="tiny-pointwise-lut", prior="correspondence-lut")
-    model = RecolorModel(config).eval()
-    return Recolorizer(model, "cpu", "direct")
+    model = RecolorModel(get_config("tiny-lut")).eval()
+    assert not model.generator.to_rgb.weight.any()
+    folder = tmp_path_factory.mktemp("prior-only")
+    export_onnx(model, folder)
+    return Recolorizer.from_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def prepared(prior_only: Recolorizer):
 
 
 def _lattice(prepared) -> np.ndarray:
-    return prepared.conditioning.prior[0].permute(1, 2, 3, 0).numpy()
+    return prepared.lattice
 
 
 def test_the_rendered_photo_is_the_prior_applied_to_it(prior_only: Recolorizer, prepared) -> None:

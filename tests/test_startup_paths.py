@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from recolorize.inference.parallel import one_thread
+from recolorize.torch_inference.parallel import one_thread
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

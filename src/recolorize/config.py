@@ -325,6 +325,8 @@ CONFIGS["pointwise-mkl"] = CONFIGS["pointwise"].replace(name="pointwise-mkl", pr
 CONFIGS["pointwise-affine"] = CONFIGS["pointwise"].replace(name="pointwise-affine", prior="correspondence")
 # issue 21: the same networks over the lattice prior read off a 384-px correspondence (recolorize.prior)
 CONFIGS["pointwise-lut"] = CONFIGS["pointwise"].replace(name="pointwise-lut", prior="correspondence-lut")
+# issue 22: the tiny networks with the shipped design (the lattice prior), so tests can export them to ONNX
+CONFIGS["tiny-lut"] = CONFIGS["tiny-pointwise"].replace(name="tiny-lut", prior="correspondence-lut")
 
 TRAIN_CONFIGS: dict[str, TrainConfig] = {
     "paper": TrainConfig(

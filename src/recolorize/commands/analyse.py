@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the extra and the options, load the model, run the analysis."""
     require_training("analyse")
     from recolorize.evaluation.analyses.common import AnalysisOptions
-    from recolorize.inference.pipeline import Recolorizer  # lazy: loads torch networks
+    from recolorize.torch_inference.recolorizer import TorchRecolorizer  # they read the torch networks
 
     analysis = get_analysis(args.analysis)
     if not args.images.is_dir():
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         show=args.show,
         others=args.others,
     )
-    model = Recolorizer.from_pretrained(args.weights, device=args.device).model
+    model = TorchRecolorizer.from_pretrained(args.weights, device=args.device).model
     args.out.mkdir(parents=True, exist_ok=True)
     analysis.run(model, args.images, args.out, options)
     return 0

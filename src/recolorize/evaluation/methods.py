@@ -1,7 +1,8 @@
 """The colour-transfer methods an evaluation compares: the classical baselines of
 :mod:`recolorize.evaluation.baselines` and ``ours`` (the trained model through
-:class:`recolorize.inference.pipeline.Recolorizer`); ``ours=PATH`` adds more weights (e.g. the ablations
-of Table 2), named by their file stem. The oracles of :mod:`recolorize.evaluation.oracles` (``oracle-cubic``,
+:class:`recolorize.inference.pipeline.Recolorizer`, or in torch for weights without ONNX graphs);
+``ours=PATH`` adds more weights (e.g. the ablations of Table 2), named by their file stem. The oracles
+of :mod:`recolorize.evaluation.oracles` (``oracle-cubic``,
 ``oracle-lut``) read the ground-truth target too: bounds, not methods (``Method.oracle``)."""
 
 from __future__ import annotations
@@ -80,13 +81,27 @@ def _oracle(name: str, options: MethodOptions) -> Method:
 
 
 def _ours(name: str, options: MethodOptions) -> Method:
-    """The trained model: I_P = Recolorizer(weights).transfer(I_S, I_R) at the source's resolution."""
-    from recolorize.inference.pipeline import Recolorizer  # lazy: loading torch networks is slow
+    """The trained model: I_P = Recolorizer(weights).transfer(I_S, I_R) at the source's resolution.
 
+    The shipped model, or weights with their ONNX graphs beside them (``recolorize export``), run as users
+    run them, on ONNX Runtime; a training run's ``.safetensors`` without graphs (an ablation, a checkpoint)
+    runs in torch (``torch_inference``), the same maths (the parity tests hold them within a level)."""
+    from recolorize.inference.onnx_model import is_model_folder
+    from recolorize.inference.pipeline import Recolorizer
+
+    weights = options.weights
     try:
-        recolorizer = Recolorizer.from_pretrained(
-            options.weights, device=options.device, full_resolution=options.full_resolution
-        )
+        folder = None if weights is None else (weights if weights.is_dir() else weights.parent)
+        if weights is None or (is_model_folder(folder) and options.full_resolution in (None, "direct")):
+            recolorizer = Recolorizer.from_pretrained(weights, device=options.device)
+            config_name = recolorizer.config.name
+        else:
+            from recolorize.torch_inference.recolorizer import TorchRecolorizer
+
+            recolorizer = TorchRecolorizer.from_pretrained(
+                weights, device=options.device, full_resolution=options.full_resolution
+            )
+            config_name = recolorizer.model.config.name
     except ValueError as error:
         raise UserError(str(error)) from error
     strength = options.strength
@@ -98,7 +113,7 @@ def _ours(name: str, options: MethodOptions) -> Method:
     warm = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
     run(warm, warm)  # the first call pays one-off set-up costs; keep them out of the timed pairs
     where = options.weights if options.weights is not None else "the shipped weights"
-    return Method(name, run, f"{recolorizer.model.config.name} model from {where}")
+    return Method(name, run, f"{config_name} model from {where}")
 
 
 #: Method name -> factory(name, options). "ours=PATH" entries use the "ours" factory with other weights.

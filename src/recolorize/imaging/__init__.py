@@ -23,7 +23,7 @@ Depends only on ``recolorize.errors``, ``image_formats`` and ``io_utils`` (never
 training, evaluation, commands or the app); torch is imported only by the functions that take tensors.
 """
 
-from recolorize.imaging.convert import fit_long_side, resize_for_network, resize_image, to_uint8
+from recolorize.imaging.convert import fit_long_side, resize_array, resize_for_network, resize_image, to_uint8
 from recolorize.imaging.decode import load_image, photo_size
 from recolorize.imaging.encode import (
     EncoderError,
@@ -57,6 +57,7 @@ __all__ = [
     "check_regular_file",
     "encode_image",
     "fit_long_side",
+    "resize_array",
     "load_image",
     "output_format",
     "parse_max_pixels",

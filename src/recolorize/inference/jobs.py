@@ -389,18 +389,22 @@ def _plan_pairs(pairs: Path, output: Path) -> Plan:
 
 
 def check_model(weights: Path | None, device: str) -> Path:
-    """The weight file to load (``weights``, a folder holding ``model.safetensors``, or None for the shipped
-    model), resolved once and its header checked, and ``device`` checked against this machine: before any
-    photo is decoded, so that a bad file or a missing GPU is one line at once."""
-    from recolorize.inference.pipeline import check_device, default_weights_path
-    from recolorize.networks.weights_file import check_weights  # the ORT model's check replaces this
+    """The exported model folder to load (``weights``: the folder, a file in it, or None for the shipped
+    model), resolved once with its config read, and ``device`` checked against this machine: before any
+    photo is decoded, so that a bad folder or a missing GPU is one line at once."""
+    from recolorize.config_json import model_config_from_text
+    from recolorize.errors import WeightsError, one_line
+    from recolorize.inference.onnx_model import CONFIG_FILE
+    from recolorize.inference.pipeline import check_device, model_folder
 
     check_device(device)
-    path = Path(weights) if weights is not None else default_weights_path()
-    if path.is_dir():
-        path = path / "model.safetensors"
-    check_weights(path)
-    return path
+    folder = model_folder(weights)
+    path = folder / CONFIG_FILE
+    try:
+        model_config_from_text(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as error:
+        raise WeightsError(f"cannot read the model config {path}: {one_line(error)}") from None
+    return folder
 
 
 def load_recolorizer(weights: Path | None, settings: TransferSettings) -> Recolorizer:

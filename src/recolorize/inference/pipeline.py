@@ -1,23 +1,22 @@
-"""Recolorizer: the inference pipeline a user calls (docs/architecture.md, "Design decisions").
+"""Recolorizer: the inference pipeline a user calls, on ONNX Runtime and NumPy (no torch).
 
-    I_S, I_R (any size)  -> resized to the working resolution r x r
-    W = P_W(I_S, I_R)    -> predicted latent maps (section 3.4), computed once per pair
-    W0_S = E_W(I_S)      -> the source's self-reconstruction maps (section 3.3)
-    W_alpha = W0_S + alpha (W - W0_S)      (strength, section 4.3.4, applied to the maps)
-    output = G'(I_S, W_alpha) on every pixel of the photo (pointwise generator, "direct"; a photo over
-             0.5 MP on a 0.26-MP copy, carried up by a local affine colour transform fitted there), or
-             the local affine transform fitted G'(I_S, W0_S) -> G'(I_S, W_alpha) at r x r ("affine")
+    I_S, I_R (any size)     decoded (``recolorize.imaging``)
+    prior                   the lattice prior from 384-px copies: frozen features (``features.onnx``),
+                            matched and fitted in NumPy (``recolorize.prior``), once per pair
+    W, W0_S, hint           P_W(I_S, I_R) and E_W(I_S) at the working resolution (``predictor.onnx``), once
+    output                  G'(I_S, W_alpha) on every pixel (``generator.onnx``),
+                            W_alpha = W0_S + alpha (W - W0_S), over the base = the prior at strength alpha
+                            applied in NumPy; a photo over ``DIRECT_MAX_PIXELS`` is rendered on a
+                            ``CARRY_PIXELS`` copy and carried to its size by a local affine colour transform
+                            fitted there (``carry``)
 
-Fitting from the generator's own reconstruction (not the resized source) cancels its reconstruction
-error, and strength 0 returns the source exactly. ``prepare`` runs the predictor once so that moving the
-strength only reruns the generator and the full-resolution transfer (the web app relies on this).
+``prepare`` runs everything but the generator once, so moving the strength reruns only the rendering (the
+web app relies on this). Strength 0 returns the source exactly; in between, the rendering is anchored to
+the source: out(alpha) = G'(W_alpha) + (1 - alpha) (I - G'(W0_S)), exact at both ends.
 
-Colour spaces: the network sees, and ``render_array`` returns, sRGB (``LoadedImage.rgb``, clipped to
-sRGB's gamut). A source in a wider profile (Adobe RGB, Display P3, ProPhoto RGB) keeps its own samples
-in ``LoadedImage.samples``, and the savers (``to_pil``, ``encode_image``, ``save_image`` with
-``like=source``) carry the sRGB change onto them in the source's space (``recolorize.imaging``), so
-what the transfer leaves unchanged keeps its out-of-sRGB colours and strength 0 writes the source's
-samples back bit-exactly.
+Colour spaces: the network sees, and ``render_array`` returns, sRGB (``LoadedImage.rgb``). A source in a wider
+profile keeps its own samples, and the savers (``to_pil``, ``encode_image``, ``save_image`` with
+``like=source``) carry the sRGB change onto them (``recolorize.imaging``).
 
 Example::
 
@@ -28,8 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import threading
 import time
@@ -41,260 +38,195 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from recolorize.config import ModelConfig
-from recolorize.errors import UserError, WeightsError, one_line
-from recolorize.imaging import LoadedImage, load_image, resize_for_network, takes_8bit_srgb, to_pil, to_uint8
-from recolorize.inference.direct import render_pointwise
-from recolorize.inference.fullres import apply_affine, fit_local_affine, full_resolution_transfer
-from recolorize.inference.parallel import one_thread, return_free_memory
-from recolorize.networks.model import RecolorModel
-from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
+from recolorize.errors import UserError, WeightsError
+from recolorize.imaging import LoadedImage, load_image, resize_array, takes_8bit_srgb, to_pil, to_uint8
+from recolorize.inference.carry import carry_up
+from recolorize.inference.onnx_model import OnnxModel, PredictedMaps, is_model_folder, onnx_providers
+from recolorize.prior import PRIOR_SIZE, apply_lattice, descriptors, fit_prior, lerp_lattice, network_input
 
 __all__ = [
     "Recolorizer",
     "PreparedPair",
     "default_weights_path",
     "ImageInput",
-    "default_full_resolution",
     "check_device",
+    "model_folder",
 ]
 
-#: Largest photo (pixels) on which the direct rendering evaluates the generator on every pixel (0.5 MP:
-#: ~0.2 s on two cores); the benchmark's photos (481x321) are all rendered so.
+#: Largest photo (pixels) on which the generator runs on every pixel (0.5 MP); the benchmark's photos
+#: (481x321) are all rendered so.
 DIRECT_MAX_PIXELS = 1 << 19
-#: A larger photo is rendered on a copy of this many pixels and carried to its own size by a local affine
-#: colour transform fitted there (window radius ``CARRY_RADIUS``, ridge ``CARRY_EPS``; fullres.py).
-#: Measured against the direct rendering of whole 1.2-MP photos (20 DPST sources upscaled 2x with sensor
-#: noise, ``benchmarks/carry_fidelity.py``): 0.26 MP, radius 1, eps 3e-6 is closer on average (mean
-#: dE2000 0.64) than the 0.5 MP, radius 3, eps 3e-5 used before (0.88), with the same worst pixels (99.9th
-#: percentile 6.6 for both), at half the rendering and fitting time; 0.13 MP was faster still but its
-#: worst pixels were worse (8.4), at edges between differently re-coloured regions.
+#: A larger photo is rendered on a copy of this many pixels and carried to its own size (``carry``):
+#: measured against the direct rendering of whole 1.2-MP photos (``benchmarks/carry_fidelity.py``),
+#: 0.26 MP with radius 1 is closer (mean dE2000 0.64) than 0.5 MP with radius 3 (0.88), at half the time.
 CARRY_PIXELS = 1 << 18
-CARRY_RADIUS = 1
-CARRY_EPS = 3e-6
-#: Above this many pixels the freed memory of each step is handed back to the system before the next step
-#: (``parallel.return_free_memory``: a 12-MP photo peaks ~25 MB lower). Below it the pages would only fault
-#: back in for the next photo of a batch: 20 1-MP photos took 420k minor page faults with the trims and
-#: 124k-255k without (1.2 s against 0.7-1.0 s of system time, two jobs on 2 cores).
-TRIM_PIXELS = 4_000_000
-
-logger = logging.getLogger(__name__)
+#: Most references one pair may have (the app's limit too): P_W's attention grows with their number.
+MAX_REFERENCES = 4
 
 ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
 
 
-def default_full_resolution(config: ModelConfig) -> str:
-    """The full-resolution path a model uses unless told otherwise (docs/results.md measures both)."""
-    return "direct" if config.generator == "pointwise" else "affine"
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device that exists here; ``UserError`` for a typo or a missing CUDA device."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise UserError(f"unknown device {str(device)!r}; use cpu or cuda (or cuda:N)") from None
-    if parsed.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {str(device)!r}; use cpu or cuda (or cuda:N)")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA device is available")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    return parsed
-
-
-def finite_output(image: torch.Tensor) -> torch.Tensor:
-    """``image`` (a generator's output), refused (``UserError``) when it holds NaN or infinity: such a
-    render is an error, never a black or white file. One sum over the pixels (NaN or inf anywhere makes it
-    non-finite; only then the exact check, as a huge finite sum can overflow): the outputs checked are at
-    the working resolution or at most ``DIRECT_MAX_PIXELS``, ~0.3 ms per 0.5 MP."""
-    if not torch.isfinite(image.sum()) and not bool(torch.isfinite(image).all()):
-        raise UserError("the model's output holds NaN or infinity (broken weights?); nothing was written")
-    return image
-
-
 def default_weights_path() -> Path:
-    """The model shipped inside the package (``recolorize/weights/model.safetensors``)."""
-    return Path(str(resources.files("recolorize") / "weights" / "model.safetensors"))
+    """The model shipped inside the package: the folder ``recolorize/weights`` (graphs and config)."""
+    return Path(str(resources.files("recolorize") / "weights"))
+
+
+def model_folder(path: str | Path | None) -> Path:
+    """The exported model folder named by ``path``: the folder itself, or the folder of a file in it (a
+    ``model.safetensors`` or ``model.json`` beside the graphs); None = the shipped model. ``WeightsError``
+    (one line) when there are no graphs there."""
+    folder = default_weights_path() if path is None else Path(path)
+    if not folder.is_dir():
+        if not folder.exists():
+            raise WeightsError(f"cannot load model weights {folder}: no such file or folder")
+        folder = folder.parent
+    if not is_model_folder(folder):
+        raise WeightsError(
+            f"cannot load model weights {path}: no ONNX graphs (features, predictor, generator .onnx) in "
+            f"{folder}; write them with: recolorize export WEIGHTS -o FOLDER"
+        )
+    return folder
+
+
+def check_device(device: str) -> str:
+    """``device`` if ONNX Runtime can run on it here ("cpu", "cuda", "cuda:N"); else ``UserError``."""
+    onnx_providers(str(device))
+    return str(device)
+
+
+def image_copy(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgb`` (H, W, 3) resized to ``size`` as a network input (1, 3, h, w) float32."""
+    return resize_array(rgb, size).transpose(2, 0, 1)[None]
 
 
 @dataclass
 class PreparedPair:
-    """A source/reference pair after the predictor ran: everything ``render`` needs, nothing more.
+    """A source/reference pair after the networks that run once per pair: everything ``render`` needs.
 
     source: the loaded full-resolution source (pixels, alpha, ICC profile, EXIF).
-    source_low: I_S at the working resolution, (1, 3, r, r).
-    self_maps: W0_S = E_W(I_S), (1, C, r/16, r/16).
-    predicted_maps: the 20 layer inputs P_W(I_S, I_R).
-    before_low: G'(I_S, W0_S), the generator's reconstruction of the source at r x r; only the affine
-        full-resolution path fits to it, so it is computed there, on first use.
+    source_low: I_S at the working resolution (1, 3, r, r).
+    predicted: P_W's maps, W0_S and the colour hint.
+    lattice: the lattice prior (S, S, S, 3).
     timings: seconds spent per step, for benchmarks.
     """
 
     source: LoadedImage
-    source_low: torch.Tensor
-    self_maps: torch.Tensor
-    predicted_maps: list[torch.Tensor]
-    conditioning: Conditioning | None = None
-    before_low: torch.Tensor | None = None
+    source_low: np.ndarray
+    predicted: PredictedMaps
+    lattice: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
 
 
 class Recolorizer:
-    """Re-colour photos after a reference with a trained RecolorModel."""
+    """Re-colour photos after a reference with an exported model (``OnnxModel``)."""
 
-    def __init__(
-        self, model: RecolorModel, device: str | torch.device = "cpu", full_resolution: str = "affine"
-    ) -> None:
-        """full_resolution: how the working-resolution result reaches the photo's own size: "affine" (the
-        local affine colour transform fitted to G's output, any generator) or "direct" (the pointwise
-        generator evaluated on every full-resolution pixel)."""
-        if full_resolution not in ("affine", "direct"):
-            raise ValueError(f"full_resolution must be 'affine' or 'direct', got {full_resolution!r}")
-        if full_resolution == "direct" and model.config.generator != "pointwise":
-            raise ValueError("direct full-resolution rendering needs the pointwise generator")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.resolution = model.config.resolution
-        self.full_resolution = full_resolution
-        # The last single reference's network copy and frozen features (``_reference_side``): a folder
-        # re-coloured after one reference computes them once (~9 ms of ~0.3 s a 1-MP photo).
-        self._reference_memo: tuple[weakref.ref, int, torch.Tensor, dict] | None = None
-        self._reference_lock = threading.Lock()
-        # the same for the lattice prior's reference descriptors (weakref to the decoded reference, them)
-        self._prior_memo: tuple[weakref.ref, list[np.ndarray]] | None = None
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.config = model.config
+        self._resolution = model.resolution
+        # the last single reference's prior descriptors: a folder re-coloured after one reference computes
+        # them once (weakref to the decoded reference, its descriptors)
+        self._prior_memo: tuple[weakref.ref, np.ndarray] | None = None
+        self._memo_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
-        cls,
-        path: str | Path | None = None,
-        device: str | torch.device = "cpu",
-        full_resolution: str | None = None,
+        cls, path: str | Path | None = None, device: str = "cpu", threads: int | None = None
     ) -> Recolorizer:
-        """Load weights (``.safetensors`` with its ``.json`` config beside it); None = the shipped model.
+        """Load an exported model (a folder of graphs and ``model.json``, or a file in it); None = the shipped
+        model. ``WeightsError`` (a ``ValueError`` with one line naming the file) when it cannot be loaded."""
+        return cls(OnnxModel(model_folder(path), device=check_device(device), threads=threads))
 
-        full_resolution: "affine" or "direct" (see ``__init__``); None picks the model's default.
-        Bad weights (missing, not safetensors, truncated, a config or tensors that do not fit) raise
-        ``WeightsError``, a ``ValueError`` with one line naming the file; nothing is ever unpickled.
-        """
-        weights = Path(path) if path is not None else default_weights_path()
-        if weights.is_dir():
-            weights = weights / "model.safetensors"
-        device = check_device(device)
-        try:
-            model = RecolorModel.load(weights, device=device)
-        except WeightsError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the promise is one clear error, never a traceback
-            raise WeightsError(f"cannot load model weights {weights}: {one_line(error)}") from None
-        if full_resolution is None:
-            full_resolution = default_full_resolution(model.config)
-        return cls(model, device, full_resolution)
+    @property
+    def resolution(self) -> int:
+        """The working resolution r of P_W (the one the graphs were exported at)."""
+        return self._resolution
+
+    @resolution.setter
+    def resolution(self, value: int | None) -> None:
+        if value is not None and value != self.model.resolution:
+            raise UserError(
+                f"--size {value}: this model's graphs run at {self.model.resolution} px "
+                "(export the model at another working resolution to use it)"
+            )
+
+    @property
+    def device(self) -> str:
+        return self.model.device
 
     # --- steps ----------------------------------------------------------------------------------------
-    def _to_low(self, image: LoadedImage) -> torch.Tensor:
-        full = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None]
-        return resize_for_network(full, self.resolution).to(self.device)
-
-    @torch.no_grad()
     def prepare(self, source: ImageInput, reference: ImageInput | Sequence[ImageInput]) -> PreparedPair:
-        """Load the images and run P_W once (section 3.4); greyscale sources are colourised alike.
-
-        reference: one image, or a list or tuple of several: the attention then runs over all their
-        positions, so each region of the source takes its colour from its best match in any of them.
-        """
+        """Load the images, fit the prior and run P_W once (section 3.4); greyscale sources are colourised
+        alike. reference: one image, or a list of up to ``MAX_REFERENCES``: each region of the source then
+        takes its colour from its best match in any of them."""
         start = time.perf_counter()
         source_image = source if isinstance(source, LoadedImage) else load_image(source)
-        several = isinstance(reference, (list, tuple))
-        references = list(reference) if several else [reference]
+        references = list(reference) if isinstance(reference, (list, tuple)) else [reference]
         if not references:
             raise UserError("at least one reference is needed")
+        if len(references) > MAX_REFERENCES:
+            raise UserError(f"at most {MAX_REFERENCES} references, got {len(references)}")
         reference_images = [r if isinstance(r, LoadedImage) else load_image(r) for r in references]
         loaded = time.perf_counter()
-        source_low = self._to_low(source_image)
-        with one_thread() if self.device.type == "cpu" else contextlib.nullcontext():
-            if several:
-                reference_low = [self._to_low(image) for image in reference_images]
-                inputs = self.model.predictor_inputs(source_low, reference_low)
-            else:
-                reference_low, side = self._reference_side(reference_images[0])
-                inputs = self.model.predictor_inputs(source_low, reference_low, reference_side=side)
-            self_maps = inputs.source_maps
-            if self_maps is None:
-                self_maps = self.model.self_maps(source_low)
-            prior = self._lattice_prior(source_image, reference_images)
-            predicted, conditioning = self.model.predict(
-                source_low, reference_low, inputs=inputs, prior=prior
-            )
+        r = self.resolution
+        source_low = image_copy(source_image.rgb, (r, r))
+        references_low = np.concatenate([image_copy(image.rgb, (r, r)) for image in reference_images])
+        predicted = self.model.predict(source_low, references_low)
+        predicted_at = time.perf_counter()
+        lattice = self._lattice_prior(source_image, reference_images)
         done = time.perf_counter()
         return PreparedPair(
             source=source_image,
             source_low=source_low,
-            self_maps=self_maps,
-            predicted_maps=predicted,
-            conditioning=conditioning,
-            timings={"load": loaded - start, "predict": done - loaded},
+            predicted=predicted,
+            lattice=lattice,
+            timings={"load": loaded - start, "predict": predicted_at - loaded, "prior": done - predicted_at},
         )
 
-    def _lattice_prior(self, source: LoadedImage, references: list[LoadedImage]) -> torch.Tensor | None:
-        """The lattice prior (``recolorize.prior``) from the photos themselves at 384 px, for a model whose
-        config asks for it; a single reference's descriptors are kept for the next photo of a folder."""
-        if self.model.config.prior != "correspondence-lut":
-            return None
-        from recolorize.networks.prior_features import (
-            lattice_tensor,
-            pair_prior,
-            prior_copy,
-            prior_descriptors,
-        )
+    def _descriptors(self, copies: list[np.ndarray]) -> list[np.ndarray]:
+        """Cell descriptors (N, 152) of 384-px copies (``recolorize.prior.descriptors``), one network pass."""
+        batch = np.stack([network_input(copy) for copy in copies]).transpose(0, 3, 1, 2)
+        fine, coarse = self.model.features(batch)
+        return [descriptors(fine[i], coarse[i]) for i in range(len(copies))]
 
-        described = None
+    def _lattice_prior(self, source: LoadedImage, references: list[LoadedImage]) -> np.ndarray:
+        """The lattice prior from 384-px copies of the photos (``recolorize.prior.fit_prior``); several
+        references are matched as one canvas, side by side."""
+        size = (PRIOR_SIZE, PRIOR_SIZE)
+        source_copy = resize_array(source.rgb, size)
+        reference_copies = [resize_array(image.rgb, size) for image in references]
+        memo_hit = None
         if len(references) == 1:
-            with self._reference_lock:
+            with self._memo_lock:
                 memo = self._prior_memo
                 if memo is not None and memo[0]() is references[0]:
-                    described = memo[1]
-            if described is None:
-                described = prior_descriptors(self.model.semantic, [prior_copy(references[0].rgb)])
-                with self._reference_lock:
-                    self._prior_memo = (weakref.ref(references[0]), described)
-        lattice = pair_prior(self.model.semantic, source.rgb, [r.rgb for r in references], described)
-        return lattice_tensor(lattice, self.device)
+                    memo_hit = memo[1]
+        if memo_hit is not None:
+            source_desc, reference_desc = self._descriptors([source_copy])[0], [memo_hit]
+        else:
+            described = self._descriptors([source_copy, *reference_copies])
+            source_desc, reference_desc = described[0], described[1:]
+            if len(references) == 1:
+                with self._memo_lock:
+                    self._prior_memo = (weakref.ref(references[0]), reference_desc[0])
+        canvas = np.concatenate(reference_copies, axis=1)
+        rows = PRIOR_SIZE // 8  # each reference's rows of cells side by side, as the canvas lays them
+        joined = np.concatenate([d.reshape(rows, -1, d.shape[-1]) for d in reference_desc], axis=1)
+        fit, _ = fit_prior(source_copy, canvas, source_desc, joined.reshape(-1, joined.shape[-1]))
+        return fit.lattice
 
-    def _reference_side(self, image: LoadedImage) -> tuple[torch.Tensor, dict]:
-        """I_R at the working resolution and its ``reference_features``, reused while the same decoded
-        reference (the same object, at the same resolution) comes back."""
-        with self._reference_lock:
-            memo = self._reference_memo
-            if memo is not None and memo[0]() is image and memo[1] == self.resolution:
-                return memo[2], memo[3]
-        low = self._to_low(image)
-        side = self.model.reference_features(low)
-        with self._reference_lock:
-            self._reference_memo = (weakref.ref(image), self.resolution, low, side)
-        return low, side
-
-    @torch.no_grad()
     def render_array(
         self, prepared: PreparedPair, strength: float = 1.0, dtype: Any = np.float32
     ) -> np.ndarray:
-        """The re-coloured full-resolution source as float32 (H, W, 3) in [0, 1] (sRGB).
+        """The re-coloured full-resolution source as (H, W, 3) sRGB: float32 in [0, 1], or ``np.uint8``
+        ``round(x * 255)`` of it (exactly the samples an 8-bit sRGB file of the float result holds; no
+        full-size float copy is made at strength 1 above ``DIRECT_MAX_PIXELS``).
 
-        strength alpha in [0, 1]: W_alpha = W0_S + alpha (W - W0_S), the prior and the colour hint faded
-        alike; 0 returns ``source.rgb`` itself (a copy, bit for bit), which the savers recognise and write
-        back as the source's own samples. G' does not reproduce a photo exactly from its own latents (f is
-        fine-tuned in stage 3), so in between the rendering is anchored to the source:
-        out(alpha) = G'(W_alpha) + (1 - alpha) (I - G'(W0_S)), exact at both ends and continuous (without
-        the anchor, strength 0.01 moved the demo by a median 3.9 levels). That costs a second rendering for
-        0 < alpha < 1 only.
-        dtype ``np.uint8`` returns ``round(clip(x, 0, 1) * 255)`` of that result instead, computed tile by
-        tile into the 8-bit array at strength 1 (no full-size float copy): exactly the samples an 8-bit sRGB
-        file of the float result holds, for callers that write one (``imaging.takes_8bit_srgb`` says when).
+        strength alpha in [0, 1]: W_alpha = W0_S + alpha (W - W0_S), the prior and the hint faded alike;
+        0 returns ``source.rgb`` itself (a copy, bit for bit), which the savers write back as the source's
+        own samples; in between the rendering is anchored to the source (module docstring).
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.uint8)):
@@ -318,92 +250,34 @@ class Recolorizer:
         return mixed if dtype == np.float32 else to_uint8(mixed)
 
     def _render_at(self, prepared: PreparedPair, strength: float, dtype: np.dtype) -> np.ndarray:
-        """G'(I_S, W_alpha) with the conditioning at ``strength``, at full resolution (see render_array)."""
+        """G'(I_S, W_alpha) at full resolution: on every pixel up to ``DIRECT_MAX_PIXELS``, else on a
+        ``CARRY_PIXELS`` copy carried up (module docstring)."""
         start = time.perf_counter()
-        maps = [self._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
-        conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
-        after_low = None  # the direct path renders the photo itself; only the affine fit needs G' at 128 px
-        if self.full_resolution != "direct":
-            after_low = self.model.generate(prepared.source_low, maps, conditioning)
-            after_low = finite_output(after_low).clamp(0, 1)
-        generated = time.perf_counter()
-        source_full = torch.from_numpy(np.ascontiguousarray(prepared.source.rgb)).permute(2, 0, 1)[None]
-        result = np.empty((prepared.source.height, prepared.source.width, 3), dtype=dtype)
-        out = torch.from_numpy(result).permute(2, 0, 1)[None]  # writes land in ``result``
-        if after_low is None:
-            self._render_direct(prepared, source_full, maps, conditioning, out)
+        source = prepared.source
+        height, width = source.height, source.width
+        carried = height * width > DIRECT_MAX_PIXELS
+        if carried:
+            scale = math.sqrt(CARRY_PIXELS / (height * width))
+            image = resize_array(source.rgb, (max(1, round(height * scale)), max(1, round(width * scale))))
         else:
-            if prepared.before_low is None:
-                prepared.before_low = finite_output(
-                    self.model.generate(
-                        prepared.source_low,
-                        self.model.expand(prepared.self_maps),
-                        self.model.self_conditioning(prepared.source_low),
-                    )
-                ).clamp(0, 1)
-            full_resolution_transfer(source_full, prepared.before_low.cpu(), after_low.cpu(), out=out)
+            image = source.rgb
+        base = apply_lattice(lerp_lattice(prepared.lattice, strength), image)
+        rendered = self.model.generate(image, base, prepared.source_low, prepared.predicted, strength)
+        if not np.isfinite(rendered).all():
+            raise UserError("the model's output holds NaN or infinity (broken weights?); nothing was written")
+        np.clip(rendered, 0.0, 1.0, out=rendered)
+        generated = time.perf_counter()
+        if carried:
+            result = np.empty((height, width, 3), dtype=dtype)
+            carry_up(source.rgb, image, rendered, result)
+        elif dtype == np.uint8:
+            result = to_uint8(rendered)
+        else:
+            result = rendered
         prepared.timings.update(
             {"generate": generated - start, "full_resolution": time.perf_counter() - generated}
         )
         return result
-
-    def _render_direct(
-        self,
-        prepared: PreparedPair,
-        source_full: torch.Tensor,
-        maps: list[torch.Tensor],
-        conditioning: Conditioning | None,
-        out: torch.Tensor,
-    ) -> None:
-        """The pointwise generator evaluated on every pixel, written into ``out`` (float32 or uint8): the
-        styles are upsampled to each pixel guided by its own colour, so no fit is needed. A photo larger
-        than :data:`DIRECT_MAX_PIXELS` is rendered so on a :data:`CARRY_PIXELS` copy and carried to its own
-        size by the local affine transform fitted there (detail finer than the copy comes from the source
-        itself)."""
-        height, width = source_full.shape[-2:]
-        if height * width > DIRECT_MAX_PIXELS:
-            scale = math.sqrt(CARRY_PIXELS / (height * width))
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            source_mid = resize_for_network(source_full, size)
-            rendered = self._render_pointwise(prepared, source_mid, maps, conditioning)
-            trim = height * width > TRIM_PIXELS
-            if trim:
-                return_free_memory()  # each step's temporaries go before the next one's (parallel.py)
-            dmat, c = fit_local_affine(source_mid, rendered, radius=CARRY_RADIUS, eps=CARRY_EPS)
-            del source_mid, rendered  # only the coefficients are needed at full size
-            if trim:
-                return_free_memory()
-            apply_affine(source_full, dmat, c, out=out)
-            return
-        rendered = self._render_pointwise(prepared, source_full, maps, conditioning)
-        if out.dtype == torch.uint8:
-            rendered.nan_to_num_(0.0).mul_(255.0).round_()
-        out.copy_(rendered)
-
-    def _render_pointwise(
-        self,
-        prepared: PreparedPair,
-        source: torch.Tensor,
-        maps: list[torch.Tensor],
-        conditioning: Conditioning | None,
-    ) -> torch.Tensor:
-        """G'(source) on every pixel of ``source`` (1, 3, H, W), clamped to [0, 1], on the CPU, through
-        ``direct.render_pointwise`` (the same numbers, ~5x faster, checked against the generator on every
-        call). Only the pointwise generator renders directly (``__init__`` refuses the others).
-        """
-        generator = self.model.generator
-        assert isinstance(generator, PointwiseGenerator)
-        image = source.to(self.device, torch.float32)
-        guide_low = lab_features(prepared.source_low)
-        rendered = finite_output(render_pointwise(generator, image, maps, conditioning, guide_low))
-        return rendered.clamp_(0.0, 1.0).cpu()
-
-    @staticmethod
-    def _interpolate(self_maps: torch.Tensor, predicted: torch.Tensor, strength: float) -> torch.Tensor:
-        base = self_maps
-        if base.shape[-2:] != predicted.shape[-2:]:
-            base = F.interpolate(base, size=predicted.shape[-2:], mode="bilinear", align_corners=False)
-        return base + strength * (predicted - base)
 
     def render(self, prepared: PreparedPair, strength: float = 1.0) -> Image.Image:
         """As ``render_array``, as a PIL image carrying the source's alpha, ICC profile and EXIF."""
@@ -420,8 +294,8 @@ class Recolorizer:
     def describe(self) -> dict[str, Any]:
         """Config name, resolution and device, for logs and reports."""
         return {
-            "config": self.model.config.name,
+            "config": self.config.name,
             "resolution": self.resolution,
-            "device": str(self.device),
-            "full_resolution": self.full_resolution,
+            "device": self.device,
+            "runtime": "onnxruntime",
         }

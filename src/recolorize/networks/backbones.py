@@ -233,8 +233,14 @@ class Conv2dSame(nn.Conv2d):
     """``nn.Conv2d`` with TensorFlow "SAME" padding computed from the input size (asymmetric at stride 2)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ph = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
-        pw = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        height, width = x.shape[-2:]
+        if torch.jit.is_tracing():
+            # an ONNX export: the padding of any side divisible by the stride (every side the backbone takes
+            # is: SemanticBackbone checks multiples of 16), as constants; traced from the sizes it came out
+            # wrong at other sizes than the traced one
+            height, width = self.stride[0] * 16, self.stride[1] * 16
+        ph = same_padding(height, self.kernel_size[0], self.stride[0], self.dilation[0])
+        pw = same_padding(width, self.kernel_size[1], self.stride[1], self.dilation[1])
         padding: tuple[int, int] = (ph[0], pw[0])
         if ph[0] != ph[1] or pw[0] != pw[1]:  # asymmetric: pad explicitly (costs a copy)
             x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))

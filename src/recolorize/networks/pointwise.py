@@ -34,12 +34,13 @@ from torch import nn
 
 from recolorize.colour import rgb_to_lab
 from recolorize.config import NUM_STYLES, ModelConfig
-from recolorize.networks.colour_prior import apply_colour_affine, identity_affine
+from recolorize.networks.colour_prior import apply_colour_affine
 from recolorize.networks.generator import layer_latents
 from recolorize.networks.layers import ModulatedConv2d
 
 __all__ = [
     "Conditioning",
+    "cell_mean",
     "GuidedUpsampler",
     "PointwiseGenerator",
     "HINT_CHANNELS",
@@ -86,12 +87,16 @@ def style_indices(layers: int) -> tuple[int, ...]:
 class Conditioning:
     """What the pointwise generator reads besides the image and the latents (None = absent).
 
-    prior: (B, 3, 4) affine colour map [M | t]; base(x) = M I(x) + t (identity when None).
+    prior: (B, 3, 4) affine colour map [M | t] or a lattice (B, 3, S, S, S); base(x) = prior(I(x))
+        (identity when None).
     hint: (B, HINT_CHANNELS, h, w) reference colour and confidence on a coarse grid (zeros when None).
+    base: the prior already applied to the image (B, 3, H, W), when the caller computed it (the ONNX graph
+        of f takes it as an input: the lattice is applied in NumPy); it wins over ``prior``.
     """
 
     prior: torch.Tensor | None = None
     hint: torch.Tensor | None = None
+    base: torch.Tensor | None = None
 
     def at_strength(self, strength: float) -> Conditioning:
         """The conditioning ``strength`` of the way from a self-reconstruction's (identity, no hint)."""
@@ -118,13 +123,20 @@ class GuidedUpsampler(nn.Module):
         super().__init__()
         self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
         self.radius = radius
+        #: Always take the gather path (the ONNX export: the fast path's test is a Python bool that a trace
+        #: would freeze at the traced size; the gathers give the same numbers at any size).
+        self.gather_only = False
 
     @staticmethod
-    def _axis(coords: torch.Tensor, cells: int, full: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def _axis(
+        coords: torch.Tensor, cells: int, full: int, check: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Cell index of each coordinate, its position in cell units, and whether nearest-resampling the
-        cell grid to ``len(coords)`` gives the same cells (then the fast path applies)."""
+        cell grid to ``len(coords)`` gives the same cells (then the fast path applies; False unchecked)."""
         position = (coords + 0.5) * cells / full - 0.5
         cell = torch.floor(coords * cells / full).clamp(0, cells - 1)
+        if not check:
+            return cell, position, False
         # the cells F.interpolate(mode="nearest") really picks (its float scale rounds at some boundaries)
         grid = torch.arange(cells, device=coords.device, dtype=coords.dtype).view(1, 1, 1, cells)
         nearest = F.interpolate(grid, size=(1, len(coords)), mode="nearest").flatten()
@@ -138,15 +150,18 @@ class GuidedUpsampler(nn.Module):
         cols: torch.Tensor | None = None,
         full_size: tuple[int, int] | None = None,
     ) -> dict:
-        """Weights (B, 9, Hs, Ws) and cell indices for these pixels (default: every pixel of the image)."""
+        """Weights (B, Hs, Ws, 9) and cell indices for these pixels (default: every pixel of the image).
+
+        The 9 weights of a pixel lie last, so the softmax runs along the fastest axis (along a slow one ONNX
+        Runtime transposes first)."""
         _, _, height, width = guide_pixels.shape
         h, w = guide_cells.shape[-2:]
         device, dtype = guide_pixels.device, guide_pixels.dtype
         rows = torch.arange(height, device=device, dtype=dtype) if rows is None else rows.to(device, dtype)
         cols = torch.arange(width, device=device, dtype=dtype) if cols is None else cols.to(device, dtype)
         full_h, full_w = (height, width) if full_size is None else full_size
-        cy, ys, fast_y = self._axis(rows, h, full_h)
-        cx, xs, fast_x = self._axis(cols, w, full_w)
+        cy, ys, fast_y = self._axis(rows, h, full_h, check=not self.gather_only)
+        cx, xs, fast_x = self._axis(cols, w, full_w, check=not self.gather_only)
         inv = 0.5 / torch.exp(2.0 * self.log_sigma).clamp_min(1e-6)
         logits, offsets = [], []
         for dy in (-1, 0, 1):
@@ -160,7 +175,7 @@ class GuidedUpsampler(nn.Module):
                 distance = (guide_pixels - guide_rows[:, :, :, ix]).pow(2).sum(1, keepdim=True)
                 logits.append(spatial - distance * inv)
                 offsets.append((dy, dx, iy, ix))
-        weights = torch.softmax(torch.cat(logits, dim=1), dim=1)
+        weights = torch.softmax(torch.stack([logit[:, 0] for logit in logits], dim=-1), dim=-1)
         return {"weights": weights, "offsets": offsets, "fast": fast_y and fast_x, "size": (height, width)}
 
     @staticmethod
@@ -173,23 +188,35 @@ class GuidedUpsampler(nn.Module):
             out = None
             for k, (dy, dx, _, _) in enumerate(plan["offsets"]):
                 shifted = padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-                term = F.interpolate(shifted, size=plan["size"], mode="nearest") * weights[:, k : k + 1]
+                term = F.interpolate(shifted, size=plan["size"], mode="nearest") * weights[:, None, :, :, k]
                 out = term if out is None else out + term
             assert out is not None
             return out
+        # channels last: each gather then copies a pixel's C channels as one block (a gather of single
+        # floats along the last axis was ~70 % of the ONNX graph's time); the same products and sums
+        channels_last = maps.permute(0, 2, 3, 1)
         out = None
         for k, (_, _, iy, ix) in enumerate(plan["offsets"]):
-            term = maps[:, :, iy][:, :, :, ix] * weights[:, k : k + 1]
+            term = channels_last[:, iy][:, :, ix] * weights[:, :, :, k : k + 1]
             out = term if out is None else out + term
         assert out is not None
-        return out
+        return out.permute(0, 3, 1, 2)
 
 
-def _cell_guide(guide_low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Mean guide colour of each cell of a ``size`` grid (area average of the working-resolution guide)."""
-    if tuple(guide_low.shape[-2:]) == tuple(size):
-        return guide_low
-    return F.adaptive_avg_pool2d(guide_low, size)
+def cell_mean(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Mean of ``image`` (B, C, H, W) over each cell of a ``size`` grid (an area average).
+
+    Where the cells tile the image exactly (always, for working resolutions: multiples of 64 over grids of
+    1/4 to 1/16) it is a reshape and a mean, which ONNX exports for any size; ``adaptive_avg_pool2d``, the
+    same numbers, exports only for the size it was traced at."""
+    height, width = image.shape[-2:]
+    h, w = size
+    if (height, width) == (h, w):
+        return image
+    if height % h or width % w:
+        return F.adaptive_avg_pool2d(image, (h, w))
+    batch, channels = image.shape[:2]
+    return image.reshape(batch, channels, h, height // h, w, width // w).mean(dim=(3, 5))
 
 
 class PointwiseGenerator(nn.Module):
@@ -256,13 +283,13 @@ class PointwiseGenerator(nn.Module):
         guide = lab_features(image)
         if guide_low is None:
             guide_low = guide
-        prior = conditioning.prior if conditioning.prior is not None else None
-        base = apply_colour_affine(prior, image) if prior is not None else image
+        prior = conditioning.prior
+        if conditioning.base is not None:
+            base = conditioning.base
+        else:
+            base = apply_colour_affine(prior, image) if prior is not None else image
         inputs = [image * 2.0 - 1.0, guide]
         if self.use_prior:
-            if prior is None:
-                prior = identity_affine(batch, image.device, image.dtype)
-                base = image
             inputs.append(base.clamp(0.0, 1.0) * 2.0 - 1.0)
         plans: dict[tuple[int, int], list] = {}
 
@@ -271,7 +298,7 @@ class PointwiseGenerator(nn.Module):
             if size == (1, 1):
                 return coarse
             if size not in plans:
-                plans[size] = self.upsampler.plan(guide, _cell_guide(guide_low, size), rows, cols, full_size)
+                plans[size] = self.upsampler.plan(guide, cell_mean(guide_low, size), rows, cols, full_size)
             return self.upsampler.apply(plans[size], coarse)
 
         if self.use_hint:

@@ -37,7 +37,7 @@ from torch import nn
 
 from recolorize.config import ModelConfig
 from recolorize.networks.aspp import ASPP, PlainConvBlock
-from recolorize.networks.pointwise import lab_features
+from recolorize.networks.pointwise import cell_mean, lab_features
 from recolorize.networks.resnet import ResNet18, normalise_image
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "PredictorInputs",
     "cosine_attention",
     "fine_attention",
+    "fine_descriptor",
     "fine_descriptors",
     "random_column_mask",
     "warp_by_attention",
@@ -93,8 +94,8 @@ COLOUR_INPUTS = 13
 def cell_colour_stats(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Scaled-Lab mean and standard deviation of each cell of a ``size`` grid: (B, 6, *size)."""
     lab = lab_features(image)
-    mean = F.adaptive_avg_pool2d(lab, size)
-    second = F.adaptive_avg_pool2d(lab * lab, size)
+    mean = cell_mean(lab, size)
+    second = cell_mean(lab * lab, size)
     return torch.cat([mean, (second - mean * mean).clamp_min(0.0).add(1e-6).sqrt()], dim=1)
 
 
@@ -104,12 +105,24 @@ _QUANTILES = (0.05, 0.15, 0.25, 0.375, 0.5, 0.625, 0.75, 0.85, 0.95)
 COLOUR_STATISTICS = 6 + 2 * 3 * len(_QUANTILES)
 
 
+def sorted_quantiles(values: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
+    """``torch.quantile(values, levels, dim=2)`` (linear interpolation) of (B, C, N) values, as (B, Q, C):
+    a sort and two gathers, the same numbers, in a form ONNX exports (``aten::quantile`` has no export)."""
+    ordered = values.sort(dim=2).values
+    count = values.shape[2]
+    position = torch.tensor(levels, dtype=values.dtype, device=values.device) * (count - 1)
+    low = position.floor()
+    high = (low + 1).clamp(max=count - 1)
+    below = ordered.index_select(2, low.long())
+    above = ordered.index_select(2, high.long())
+    return torch.lerp(below, above, position - low).transpose(1, 2)
+
+
 def colour_statistics(image: torch.Tensor) -> torch.Tensor:
     """(B, COLOUR_STATISTICS): scaled-Lab mean and spread, then Lab and RGB quantiles, per channel."""
     lab = lab_features(image).flatten(2)
     rgb = image.clamp(0.0, 1.0).flatten(2)
-    levels = torch.tensor(_QUANTILES, dtype=image.dtype, device=image.device)
-    quantiles = [torch.quantile(x, levels, dim=2).permute(1, 0, 2).flatten(1) for x in (lab, rgb)]
+    quantiles = [sorted_quantiles(x, _QUANTILES).flatten(1) for x in (lab, rgb)]
     return torch.cat([lab.mean(2), lab.std(2), *quantiles], dim=1)
 
 
@@ -150,6 +163,13 @@ def warp_by_attention(
     return warped.view(reference_maps.shape[0], reference_maps.shape[1], *size)
 
 
+def fine_descriptor(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """One image's 1/8 correspondence descriptor (B, 40 + 112, h8, w8): its unit 1/8 features beside its
+    unit 1/16 features upsampled to the 1/8 grid."""
+    up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([F.normalize(fine, dim=1), F.normalize(up, dim=1)], dim=1)
+
+
 def fine_descriptors(inputs: PredictorInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """Descriptors of the 1/8 correspondence, source and reference (B, D, h8, w8): the 1/8 features and
     the upsampled 1/16 ones, each unit-normalised (the 1/8 detail places, the 1/16 context disambiguates).
@@ -157,10 +177,7 @@ def fine_descriptors(inputs: PredictorInputs) -> tuple[torch.Tensor, torch.Tenso
     if inputs.fine_source is None or inputs.fine_reference is None:
         raise ValueError("the colour correspondence needs the 1/8 semantic features")
 
-    def descriptor(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([F.normalize(fine, dim=1), F.normalize(up, dim=1)], dim=1)
-
+    descriptor = fine_descriptor
     tiles = inputs.reference_tiles  # several references: each upsampled alone, never across a seam
     fine_parts = inputs.fine_reference.chunk(tiles, dim=-1)
     pairs = zip(fine_parts, inputs.semantic_reference.chunk(tiles, dim=-1), strict=True)

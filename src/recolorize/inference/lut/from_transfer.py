@@ -20,55 +20,44 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["LUT_METHODS", "lut_from_rendering", "pooled_generator_lut", "prior_lut", "transfer_lut"]
 
 #: How a transfer becomes a LUT (the package docstring); the first is the default. "prior": the model's
-#: colour prior lattice itself (models with the lattice prior), exactly, without f's residual.
+#: colour prior lattice itself, exactly, without f's residual.
 LUT_METHODS: tuple[str, ...] = ("fit", "pooled", "prior")
 
 
-def prior_lut(prepared: PreparedPair, strength: float = 1.0, size: int = LUT_SIZE) -> Lut3D | None:
-    """The pair's lattice prior (``recolorize.prior``) at ``strength`` resampled to a ``size``^3 LUT, or None
-    for a model without one. Exact when (size - 1) is a multiple of the prior's (size - 1) (33 over 9: the
-    finer lattice's trilinear pieces lie inside the coarse ones, where the coarse map is multilinear)."""
-    from recolorize.networks.colour_prior import is_lattice
+def prior_lut(prepared: PreparedPair, strength: float = 1.0, size: int = LUT_SIZE) -> Lut3D:
+    """The pair's lattice prior (``recolorize.prior``) at ``strength`` resampled to a ``size``^3 LUT. Exact
+    when (size - 1) is a multiple of the prior's (size - 1) (33 over 9: the finer lattice's trilinear pieces
+    lie inside the coarse ones, where the coarse map is multilinear)."""
     from recolorize.prior import apply_lattice, lerp_lattice
 
-    prior = prepared.conditioning.prior if prepared.conditioning is not None else None
-    if prior is None or not is_lattice(prior):
-        return None
-    coarse = prior[0].permute(1, 2, 3, 0).cpu().numpy()
-    coarse = lerp_lattice(coarse, strength)
-    return Lut3D(apply_lattice(coarse, lattice(size)))
+    return Lut3D(apply_lattice(lerp_lattice(prepared.lattice, strength), lattice(size)))
 
 
 def pooled_generator_lut(
     recolorizer: Recolorizer, prepared: PreparedPair, strength: float = 1.0, size: int = LUT_SIZE
 ) -> Lut3D:
-    """The pointwise generator evaluated on the lattice colours with its latent maps and colour hint
-    averaged over the image: the global part of the look, no fit (the ``"pooled"`` method)."""
-    import torch
-    import torch.nn.functional as F
+    """The pointwise generator evaluated on the lattice colours with its latent maps and colour hint each
+    replaced by its mean over the image: the global part of the look, no fit (the ``"pooled"`` method).
 
-    from recolorize.networks.pointwise import Conditioning
-
-    model = recolorizer.model
-    if model.config.generator != "pointwise":
-        raise UserError(
-            "the pooled LUT needs a model with the pointwise generator "
-            f"(this one's is {model.config.generator})"
-        )
+    Every cell of a constant map holds the same value, so the guided upsampling's weights do not matter and
+    each lattice colour sees the image's mean styles and hint."""
     if strength == 0.0:
         return Lut3D.identity(size)
-    with torch.no_grad():
-        maps = [recolorizer._interpolate(prepared.self_maps, m, strength) for m in prepared.predicted_maps]
-        pooled = [F.adaptive_avg_pool2d(m, 1) for m in maps]
-        conditioning = prepared.conditioning.at_strength(strength) if prepared.conditioning else None
-        if conditioning is not None and conditioning.hint is not None:
-            # a 2x2 grid of the mean hint: every guided-upsampling weight then sees the same cell
-            hint = F.adaptive_avg_pool2d(conditioning.hint, 1).expand(-1, -1, 2, 2)
-            conditioning = Conditioning(prior=conditioning.prior, hint=hint)
-        colours = torch.from_numpy(lattice(size).reshape(size, size * size, 3)).permute(2, 0, 1)[None]
-        colours = colours.to(recolorizer.device)
-        out = model.generator(colours, pooled, conditioning).clamp(0.0, 1.0)
-    return Lut3D(out[0].permute(1, 2, 0).cpu().numpy().reshape(size, size, size, 3))
+    predicted = prepared.predicted
+
+    def pooled(grid: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(grid.mean(axis=(2, 3), keepdims=True), grid.shape).astype(np.float32)
+
+    constant = dataclasses.replace(
+        predicted,
+        maps=[pooled(grid) for grid in predicted.maps],
+        self_maps=pooled(predicted.self_maps),
+        hint=pooled(predicted.hint),
+    )
+    colours = lattice(size).reshape(size, size * size, 3)
+    base = prior_lut(prepared, strength, size).table.reshape(colours.shape)
+    out = recolorizer.model.generate(colours, base, prepared.source_low, constant, strength)
+    return Lut3D(np.clip(out, 0.0, 1.0).reshape(size, size, size, 3))
 
 
 def transfer_lut(
@@ -84,7 +73,7 @@ def transfer_lut(
     ``"fit"`` renders the source at no more than ``max_samples`` pixels and fits :func:`fit_lut` to it;
     ``"pooled"`` is :func:`pooled_generator_lut`.
     """
-    from recolorize.imaging import LoadedImage, resize_for_network
+    from recolorize.imaging import LoadedImage, resize_array
 
     if method not in LUT_METHODS:
         raise ValueError(f"method must be one of {', '.join(LUT_METHODS)}, got {method!r}")
@@ -96,17 +85,12 @@ def transfer_lut(
         return pooled_generator_lut(recolorizer, prepared, strength, size)
     base = prior_lut(prepared, strength, size)
     if method == "prior":
-        if base is None:
-            raise UserError(
-                "--method prior needs a model with the lattice colour prior (config pointwise-lut)"
-            )
         return base
     source = prepared.source
     if source.height * source.width > max_samples:
         scale = math.sqrt(max_samples / (source.height * source.width))
         shape = (max(1, round(source.height * scale)), max(1, round(source.width * scale)))
-        small = resize_for_network(source.tensor(), shape)[0].permute(1, 2, 0).numpy()
-        source = LoadedImage(rgb=np.ascontiguousarray(small))
+        source = LoadedImage(rgb=resize_array(source.rgb, shape))
     rendered = recolorizer.render_array(dataclasses.replace(prepared, source=source), strength)
     return lut_from_rendering(source.rgb, rendered, base, size, max_samples)
 

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from recolorize.inference.parallel import for_each
+from recolorize.torch_inference.parallel import for_each
 
 __all__ = [
     "DEFAULT_EPS",

@@ -1,0 +1,166 @@
+"""Carry a re-colouring rendered on a smaller copy up to the photo's own size (NumPy).
+
+The pointwise generator re-colours every pixel it is given; a photo over ``DIRECT_MAX_PIXELS`` is rendered
+on a copy of ``CARRY_PIXELS`` instead, and the change carried to full size by a *local affine colour
+transform* fitted on the copy (the colour-transform form of guided filtering, He et al., and of bilateral
+guided upsampling, Chen et al. 2016): the transform is smooth in space, the detail comes from the source.
+
+Per copy pixel ``k`` and the box window ``w_k`` of radius ``radius`` around it::
+
+    min_{D, c}  sum_{i in w_k} || d_i - D p_i - c ||^2  +  n_k eps ||D||_F^2
+
+with ``p`` the copy and ``d`` the rendering minus the copy; out = p + D p + c. Fitting the *difference* makes
+an unchanged rendering give D = 0, c = 0 exactly. The coefficients are box-smoothed (the guided filter's
+second pass), bilinearly upsampled to the full size (pixel centres aligned) and applied tile by tile, so
+memory stays bounded at any size. The maths is ``docs/architecture.md``'s carry-up, measured there
+(``benchmarks/carry_fidelity.py``: radius 1, eps 3e-6 on a 0.26-MP copy).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["CARRY_EPS", "CARRY_RADIUS", "apply_affine", "carry_up", "fit_local_affine"]
+
+#: Window radius (copy pixels) and ridge toward the identity ((colour units)^2): measured against the
+#: direct rendering of whole 1.2-MP photos (``benchmarks/carry_fidelity.py``, mean dE2000 0.64).
+CARRY_RADIUS = 1
+CARRY_EPS = 3e-6
+#: Full-size pixels per application tile: the 12 coefficient planes of a tile stay in cache.
+TILE_PIXELS = 1 << 16
+
+
+def threads() -> int:
+    """Threads for the tile loops: the cores this process may use (NumPy releases the GIL in its loops)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def for_each(function: Callable[[int], None], items: Sequence[int]) -> None:
+    """``function`` on every item, in a few threads; each writes only its own rows of a shared output."""
+    count = min(threads(), len(items))
+    if count <= 1:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(count, thread_name_prefix="recolorize-tile") as pool:
+        for future in [pool.submit(function, item) for item in items]:
+            future.result()
+
+
+def _box_axis(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Mean over the ``2 radius + 1`` samples around each one along ``axis`` (those inside the image), by a
+    running sum with zeros before it and its last value repeated after it: each window's sum is one
+    difference of two shifted views, O(1) per sample whatever the radius."""
+    x = np.moveaxis(x, axis, 0)
+    n = x.shape[0]
+    padded = np.empty((n + 2 * radius + 1, *x.shape[1:]), dtype=x.dtype)
+    padded[: radius + 1] = 0.0
+    np.cumsum(x, axis=0, out=padded[radius + 1 : radius + 1 + n])
+    padded[radius + 1 + n :] = padded[radius + n]
+    sums = padded[2 * radius + 1 :] - padded[:n]
+    index = np.arange(n)
+    count = (np.minimum(index + radius + 1, n) - np.maximum(index - radius, 0)).astype(x.dtype)
+    sums /= count.reshape(-1, *[1] * (x.ndim - 1))
+    return np.moveaxis(sums, 0, axis)
+
+
+def _box(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window of the last two axes, renormalised at the borders (separable)."""
+    if radius <= 0:
+        return x
+    return _box_axis(_box_axis(x, radius, -1), radius, -2)
+
+
+def fit_local_affine(
+    before: np.ndarray, after: np.ndarray, radius: int = CARRY_RADIUS, eps: float = CARRY_EPS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel ``after ~ (I + D) before + c`` on the copy: D as (3, 3, h, w) (row = output channel) and c
+    as (3, h, w), float32, box-smoothed. before, after: (h, w, 3) in [0, 1]. Solved in float64 (the
+    covariances are differences of means) by the adjugate of each symmetric 3x3 system."""
+    if before.shape != after.shape or before.ndim != 3 or before.shape[2] != 3:
+        raise ValueError(f"before and after must both be (h, w, 3); got {before.shape} and {after.shape}")
+    p = np.moveaxis(before.astype(np.float64), -1, 0)
+    d = np.moveaxis(after.astype(np.float64), -1, 0) - p
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    products = [p[j] * p[k] for j, k in pairs] + [p[j] * d[i] for j in range(3) for i in range(3)]
+    means = _box(np.concatenate([p, d, np.stack(products)]), radius)
+    mean_p, mean_d = means[0:3], means[3:6]
+    a = [means[6 + n] - mean_p[j] * mean_p[k] for n, (j, k) in enumerate(pairs)]
+    for n in (0, 3, 5):  # the diagonal: (Sigma_pp + eps I)
+        a[n] = a[n] + eps
+    pd = [[means[12 + j * 3 + i] - mean_p[j] * mean_d[i] for i in range(3)] for j in range(3)]
+    a00, a01, a02, a11, a12, a22 = a
+    adjugate = [
+        [a11 * a22 - a12 * a12, a02 * a12 - a01 * a22, a01 * a12 - a02 * a11],
+        [a02 * a12 - a01 * a22, a00 * a22 - a02 * a02, a01 * a02 - a00 * a12],
+        [a01 * a12 - a02 * a11, a01 * a02 - a00 * a12, a00 * a11 - a01 * a01],
+    ]
+    inv_det = 1.0 / (a00 * adjugate[0][0] + a01 * adjugate[0][1] + a02 * adjugate[0][2])
+    # (Sigma_pp + eps I) D^T = Sigma_pd; D[i, j] = D^T[j, i]
+    dmat = np.empty((3, 3, *p.shape[1:]))
+    for j in range(3):
+        for i in range(3):
+            dmat[i, j] = (
+                adjugate[j][0] * pd[0][i] + adjugate[j][1] * pd[1][i] + adjugate[j][2] * pd[2][i]
+            ) * inv_det
+    c = mean_d - np.einsum("ijhw,jhw->ihw", dmat, mean_p)
+    smoothed = _box(np.concatenate([dmat.reshape(9, *p.shape[1:]), c]), radius).astype(np.float32)
+    return smoothed[:9].reshape(3, 3, *p.shape[1:]), smoothed[9:]
+
+
+def _interp_index(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour indices and weight of pixel-centre-aligned bilinear sampling along one axis."""
+    position = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    return low, high, (position - low).astype(np.float32)
+
+
+def apply_affine(source: np.ndarray, dmat: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
+    """``out = src + D(x) src + c(x)`` clipped to [0, 1], with D, c bilinearly upsampled to the source's
+    size, a tile of rows at a time (a few tiles at once). source: (H, W, 3) float32; out: (H, W, 3) float32,
+    or uint8 (each tile quantised as ``round(x * 255)``, what saving the float result writes)."""
+    height, width = source.shape[:2]
+    h, w = c.shape[-2:]
+    # (h, w, 12): D row-major (D[i, j] at 3 i + j), then c
+    planes = np.ascontiguousarray(
+        np.concatenate([dmat.reshape(9, h, w), c]).transpose(1, 2, 0), dtype=np.float32
+    )
+    y_low, y_high, y_weight = _interp_index(height, h)
+    x_low, x_high, x_weight = _interp_index(width, w)
+    x_weight = x_weight[:, None]
+    rows = max(1, TILE_PIXELS // max(1, width))
+    quantise = out.dtype == np.uint8
+
+    def apply_tile(top: int) -> None:
+        bottom = min(height, top + rows)
+        wy = y_weight[top:bottom, None, None]
+        # (rows, w, 12) then (rows, W, 12): each gather copies a pixel's 12 coefficients as one block
+        along_y = planes[y_low[top:bottom]] * (1.0 - wy) + planes[y_high[top:bottom]] * wy
+        k = along_y[:, x_low] * (1.0 - x_weight) + along_y[:, x_high] * x_weight
+        s = source[top:bottom]
+        tile = s + k[..., 9:12]
+        for j in range(3):
+            tile += k[..., j:9:3] * s[..., j : j + 1]  # column j of D times channel j of the source
+        np.clip(tile, 0.0, 1.0, out=tile)
+        if quantise:
+            np.nan_to_num(tile, copy=False)
+            tile *= 255.0
+            np.rint(tile, out=tile)
+        out[top:bottom] = tile
+
+    for_each(apply_tile, range(0, height, rows))
+
+
+def carry_up(source: np.ndarray, copy: np.ndarray, rendered: np.ndarray, out: np.ndarray) -> None:
+    """Write into ``out`` (the source's size, float32 or uint8) the change ``copy -> rendered`` fitted on the
+    copy and applied to ``source`` (module docstring)."""
+    dmat, c = fit_local_affine(copy, rendered, CARRY_RADIUS, CARRY_EPS)
+    apply_affine(source, dmat, c, out)

@@ -1,0 +1,214 @@
+"""Inference on ONNX Runtime (issue 22): the exported graphs compute what the torch networks compute, the
+whole ONNX pipeline stays within a level of the torch pipeline on real photos, and the commands a
+photographer runs never import torch.
+
+Tolerances: the graphs run the same float32 operations as torch, in another order (a fused matmul, a
+softmax): 1e-4 on any output (measured: 3e-5 on the predictor's maps, 3e-6 on the generator's colours).
+End to end, a pixel may differ by one level of 255 where a float lands beside a rounding boundary.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recolorize.export.graphs import FeaturesGraph, GeneratorGraph, PredictorGraph
+from recolorize.imaging import load_image, resize_array, resize_for_network
+from recolorize.inference.carry import apply_affine, fit_local_affine
+from recolorize.inference.pipeline import Recolorizer, default_weights_path
+from recolorize.networks.blocked import render_image
+from recolorize.networks.model import RecolorModel
+from recolorize.networks.pointwise import lab_features
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[RecolorModel, Recolorizer]:
+    """The shipped torch weights and the shipped graphs exported from them."""
+    torch.manual_seed(0)
+    return RecolorModel.load(default_weights_path() / "model.safetensors"), Recolorizer.from_pretrained()
+
+
+def _low(path: Path, size: int = 128) -> torch.Tensor:
+    return resize_for_network(load_image(path).tensor(), size)
+
+
+def test_the_feature_graph_equals_the_frozen_network(shipped) -> None:
+    model, recolorizer = shipped
+    images = torch.rand(2, 3, 384, 256, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = FeaturesGraph(model)(images)
+    got = recolorizer.model.features(images.numpy())
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == tuple(b.shape)
+        assert np.abs(a - b.numpy()).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_the_predictor_graph_equals_the_torch_networks_for_any_number_of_references(shipped, count) -> None:
+    """Traced with two references, the graph runs one or three: P_W's maps, W0_S and the hint equal the
+    model's own ``predictor_inputs`` + ``forward_with_hint`` (which lay several references side by side)."""
+    model, recolorizer = shipped
+    source = _low(EXAMPLES / "source.jpg")
+    references = [
+        _low(EXAMPLES / "reference.jpg"),
+        _low(EXAMPLES / "source.jpg").flip(-1),
+        torch.rand(1, 3, 128, 128),
+    ]
+    references = references[:count]
+    reference = references[0] if count == 1 else references
+    with torch.no_grad():
+        inputs = model.predictor_inputs(source, reference)
+        canvas, _ = model.reference_canvas(reference)
+        maps, hint = model.predictor.forward_with_hint(source, canvas, inputs)
+        graph = PredictorGraph(model)(source, torch.cat(references))
+    predicted = recolorizer.model.predict(source.numpy(), torch.cat(references).numpy())
+    expected = [*maps, inputs.source_maps, hint]
+    got = [*predicted.maps, predicted.self_maps, predicted.hint]
+    for a, b, c in zip(got, expected, graph, strict=True):
+        assert a.shape == tuple(b.shape)
+        assert np.abs(a - b.numpy()).max() < TOLERANCE
+        assert torch.equal(c, b) or float((c - b).abs().max()) < 1e-5  # the wrapper's batching: same numbers
+
+
+@pytest.mark.parametrize("size", [(321, 481), (97, 64), (1, 1), (600, 413)])
+@pytest.mark.parametrize("strength", [1.0, 0.3])
+def test_the_generator_graph_equals_the_generator_at_any_size(shipped, size, strength) -> None:
+    """Traced at 200 x 300, the graph renders any size as ``PointwiseGenerator.forward`` does."""
+    model, recolorizer = shipped
+    source = _low(EXAMPLES / "source.jpg")
+    with torch.no_grad():
+        inputs = model.predictor_inputs(source, _low(EXAMPLES / "reference.jpg"))
+        maps, hint = model.predictor.forward_with_hint(source, _low(EXAMPLES / "reference.jpg"), inputs)
+    generator = torch.Generator().manual_seed(2)
+    image = torch.rand(*size, 3, generator=generator)
+    base = (image * 0.8 + 0.1).clamp(0, 1)
+    args = (image, base, source, inputs.source_maps, *maps, hint, torch.tensor([strength]))
+    with torch.no_grad():
+        expected = GeneratorGraph(model)(*args)
+    predicted = recolorizer.model.predict(source.numpy(), _low(EXAMPLES / "reference.jpg").numpy())
+    got = recolorizer.model.generate(image.numpy(), base.numpy(), source.numpy(), predicted, strength)
+    assert got.shape == (*size, 3)
+    assert np.abs(got - expected.numpy()).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 101), (130, 70), (2, 3)])
+def test_the_blocked_rendering_equals_the_generator_forward(tiny_model, size) -> None:
+    """``networks.blocked`` (what the generator graph exports) is ``PointwiseGenerator.forward`` laid out cell
+    by cell: the same colours on images whose sides the grids do and do not divide."""
+    model = tiny_model
+    source = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        maps, conditioning = model.predict(
+            source, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+        )
+        image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(5))
+        expected = model.generator(image, maps, conditioning, guide_low=lab_features(source))
+        got = render_image(model.generator, image, maps, conditioning, lab_features(source))
+    assert float((got - expected).abs().max()) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> RecolorModel:
+    from recolorize.config import get_config
+
+    torch.manual_seed(0)
+    model = RecolorModel(get_config("tiny-lut")).eval()
+    with torch.no_grad():
+        model.generator.to_rgb.weight.normal_(0.0, 0.5)
+    return model
+
+
+def test_resize_array_is_the_network_resize() -> None:
+    """The NumPy/Pillow resize inference uses equals torch's antialiased bilinear (training's) to 1e-4."""
+    rgb = np.random.default_rng(0).random((321, 481, 3), dtype=np.float32)
+    for size in [(128, 128), (384, 384), (700, 900), (321, 481), (5, 3)]:
+        expected = resize_for_network(torch.from_numpy(rgb).permute(2, 0, 1)[None], size)[0].permute(1, 2, 0)
+        assert np.abs(resize_array(rgb, size) - expected.numpy()).max() < 1e-4, size
+
+
+def test_the_numpy_carry_up_equals_the_torch_one() -> None:
+    """The local affine carry-up (fit on the copy, applied at full size) in NumPy is the torch one's maths."""
+    from recolorize.torch_inference import fullres
+
+    rng = np.random.default_rng(1)
+    before = rng.random((90, 120, 3), dtype=np.float32)
+    after = np.clip(before[..., ::-1] * 0.7 + 0.2 * before + 0.05, 0, 1).astype(np.float32)
+    dmat, c = fit_local_affine(before, after, radius=1, eps=3e-6)
+    tb, ta = (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None] for x in (before, after))
+    tdmat, tc = fullres.fit_local_affine(tb, ta, radius=1, eps=3e-6)
+    assert np.abs(dmat - tdmat[0].numpy()).max() < 1e-5 and np.abs(c - tc[0].numpy()).max() < 1e-5
+    source = rng.random((301, 407, 3), dtype=np.float32)
+    out = np.empty_like(source)
+    apply_affine(source, dmat, c, out)
+    expected = fullres.apply_affine(torch.from_numpy(source).permute(2, 0, 1)[None], tdmat, tc)
+    assert np.abs(out - expected[0].permute(1, 2, 0).numpy()).max() < 1e-5
+    levels = np.empty(source.shape, dtype=np.uint8)
+    apply_affine(source, dmat, c, levels)
+    assert np.abs(levels.astype(int) - np.rint(out * 255).astype(int)).max() <= 1
+
+
+def test_the_onnx_pipeline_is_within_a_level_of_the_torch_pipeline(shipped, shared_data: Path) -> None:
+    """End to end on real photos (BSDS500 at their own size, the direct path; the demo photo upscaled past
+    0.5 MP, the carried path) at strength 1 and 0.5: no pixel more than one level from the torch pipeline."""
+    from PIL import Image
+
+    from recolorize.torch_inference.recolorizer import TorchRecolorizer
+
+    _, recolorizer = shipped
+    reference_model = TorchRecolorizer.from_pretrained(default_weights_path() / "model.safetensors")
+    photos = sorted((shared_data / "bsds500" / "images" / "test").glob("*.jpg"))[:4]
+    large = np.asarray(Image.open(EXAMPLES / "source.jpg").resize((1200, 800), Image.Resampling.BICUBIC))
+    pairs = [(photos[0], photos[1]), (photos[2], photos[3]), (large, EXAMPLES / "reference.jpg")]
+    for source, reference in pairs:
+        for strength in (1.0, 0.5):
+            ours = recolorizer.render_array(recolorizer.prepare(source, reference), strength, np.uint8)
+            theirs = reference_model.render_array(
+                reference_model.prepare(source, reference), strength, np.uint8
+            )
+            difference = np.abs(ours.astype(int) - theirs.astype(int))
+            assert difference.max() <= 1, (getattr(source, "name", "large"), strength, difference.max())
+
+
+COMMANDS_WITHOUT_TORCH = {
+    "transfer": ["transfer", "{source}", "{reference}", "-o", "{out}/out.jpg"],
+    "lut": ["lut", "{source}", "{reference}", "-o", "{out}/look.cube"],
+    "lut-apply": ["lut-apply", "{out}/look.cube", "{source}", "-o", "{out}/applied.jpg"],
+}
+
+
+def test_the_photographers_commands_run_with_torch_unimportable(tmp_path: Path) -> None:
+    """``transfer``, ``lut``, ``lut-apply`` (run) and ``app`` (its modules imported, the model loaded), each in
+    a fresh interpreter where ``import torch`` fails: each succeeds, and torch never enters sys.modules."""
+    fields = {"source": EXAMPLES / "source.jpg", "reference": EXAMPLES / "reference.jpg", "out": tmp_path}
+    for name, argv in COMMANDS_WITHOUT_TORCH.items():
+        args = [a.format(**fields) for a in argv]
+        code = (
+            "import sys; sys.modules['torch'] = None\n"
+            "from recolorize.cli import main\n"
+            f"status = main({args!r})\n"
+            "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+            "sys.exit(status)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+    assert (tmp_path / "out.jpg").is_file() and (tmp_path / "applied.jpg").is_file()
+    code = (
+        "import sys\n"
+        "import recolorize.commands.transfer, recolorize.commands.lut, recolorize.commands.lut_apply\n"
+        "import recolorize.commands.app, recolorize.app.server, recolorize.app.jobs\n"
+        "from recolorize import Recolorizer\n"
+        "Recolorizer.from_pretrained()\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
