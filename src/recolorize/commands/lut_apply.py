@@ -124,13 +124,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _grade(job: Any, lut: Any, args: argparse.Namespace, max_pixels: int) -> None:
     """Decode ``job.source``, apply ``lut`` and write ``job.output`` like the source (atomically; without
-    ``--overwrite`` a file written meanwhile is not replaced)."""
-    from recolorize.imaging import load_image, save_image
+    ``--overwrite`` a file written meanwhile is not replaced).
+
+    An 8-bit photo written as 8-bit sRGB (``takes_8bit_srgb``: the output only quantises) goes through
+    the 8-bit path (Pillow's C filter, within 1 level of the float path rounded, ~4x faster), and its
+    float pixels are let go before encoding; 16-bit photos and those written back into another profile
+    keep the exact float path, whose result the encoder converts.
+    """
+    from recolorize.imaging import load_image, output_format, save_image, takes_8bit_srgb
 
     photo = load_image(job.source, max_pixels=max_pixels)
+    if photo.bit_depth == 8 and takes_8bit_srgb(photo, output_format(job.output)):
+        graded = lut.apply_8bit(photo.rgb)  # (the decoded 8-bit samples / 255: rounded back exactly)
+        photo = photo.metadata_only()
+    else:
+        graded = lut.apply(photo.rgb)
     save_image(
         job.output,
-        lut.apply(photo.rgb),
+        graded,
         like=photo,
         quality=args.quality,
         overwrite=args.overwrite,
