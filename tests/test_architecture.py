@@ -34,21 +34,32 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         frozenset({"errors", "io_utils", "image_formats", "colour", "config", "config_json", "process"}),
     ),
     ("imaging and the colour prior", frozenset({"imaging", "prior"})),
+    ("inference", frozenset({"inference"})),
     ("pretrained weights", frozenset({"pretrained", "weights"})),
     ("networks", frozenset({"networks"})),
     ("network maths", frozenset({"lpips", "losses", "optimize"})),
     ("data", frozenset({"data"})),
-    ("training and inference", frozenset({"training", "inference"})),
+    ("training, the torch pipeline and export", frozenset({"training", "torch_inference", "export"})),
     ("evaluation", frozenset({"evaluation"})),
     ("commands and app", frozenset({"commands", "app"})),
     ("entry points", frozenset({"cli", "__main__", "recolorize"})),
 )
-#: (importer, imported) units of one layer that must not import each other: training and inference are
-#: independent (a model is trained, or used; inference never needs the trainer), and the web app is a
-#: library the ``app`` command starts, never the other way round.
+#: (importer, imported) units of one layer that must not import each other: training, the torch pipeline
+#: and the export are independent (a model is trained, checked against torch, or exported), and the web app
+#: is a library the ``app`` command starts, never the other way round. Inference sits below every torch
+#: unit (issue 22: ONNX Runtime + NumPy), so the layers alone keep networks and training out of it.
 APART: frozenset[tuple[str, str]] = frozenset(
-    {("inference", "training"), ("training", "inference"), ("app", "commands")}
+    {
+        ("torch_inference", "training"),
+        ("training", "torch_inference"),
+        ("export", "training"),
+        ("training", "export"),
+        ("app", "commands"),
+    }
 )
+#: Units that never import torch, at any depth (function-local imports included): what ``transfer``,
+#: ``lut``, ``lut-apply`` and ``app`` run (tests/test_onnx_runtime.py runs them with torch unimportable).
+TORCH_FREE: frozenset[str] = frozenset({"prior", "inference", "app"})
 
 #: Largest function (lines from ``def`` to its last line, as ``end_lineno - lineno``): a newcomer reads one
 #: job at a time. Modules have no line cap (retired in issue 21: one job per module is the rule, and a split
@@ -284,6 +295,41 @@ def test_a_cycle_is_found_through_function_and_type_checking_imports(tmp_path: P
     assert cycles([("x.a", "x.b"), ("x.b", "x.c")]) == {}
 
 
+def torch_imports(path: Path) -> list[str]:
+    """Every ``import torch`` / ``from torch... import`` in a module, at any depth, as "path:line"."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        if any(name == "torch" or name.startswith("torch.") for name in names):
+            where = path.relative_to(PACKAGE.parent) if path.is_relative_to(PACKAGE.parent) else path
+            found.append(f"{where.as_posix()}:{node.lineno}")
+    return found
+
+
+def test_inference_never_imports_torch() -> None:
+    found = [
+        hit
+        for unit in sorted(TORCH_FREE)
+        for path in sorted((PACKAGE / unit).rglob("*.py"))
+        for hit in torch_imports(path)
+    ]
+    assert not found, "torch imported where inference runs: " + ", ".join(found)
+
+
+def test_the_torch_free_check_sees_a_function_local_import(tmp_path: Path) -> None:
+    assert torch_imports(PACKAGE / "inference" / "pipeline.py") == []
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f():\n    from torch.nn import functional\n    import numpy, torch\n", encoding="utf-8"
+    )
+    assert len(torch_imports(probe)) == 2
+
+
 def test_every_unit_is_in_a_layer() -> None:
     units = {unit_of(module_name(path)) for path in PACKAGE.rglob("*.py")}
     units |= {path.name for path in PACKAGE.iterdir() if path.is_dir() and not path.name.startswith("_")}
@@ -322,7 +368,9 @@ def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
     [
         ("recolorize.training.loop", "recolorize.cli"),  # training -> CLI
         ("recolorize.training.__main__", "recolorize.commands.train"),  # the arrow issue 13 removed
-        ("recolorize.inference.pipeline", "recolorize.training.checkpoint"),  # siblings kept apart
+        ("recolorize.inference.pipeline", "recolorize.training.checkpoint"),  # inference under training
+        ("recolorize.inference.pipeline", "recolorize.networks.model"),  # ONNX Runtime, never torch networks
+        ("recolorize.torch_inference.recolorizer", "recolorize.training.loop"),  # siblings kept apart
         ("recolorize.app.server", "recolorize.commands.app"),
         ("recolorize.errors", "recolorize.imaging.decode"),
         ("recolorize.networks.model", "recolorize.data.pairs"),

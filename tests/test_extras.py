@@ -124,7 +124,7 @@ def test_training_commands_without_the_train_extra_are_one_line(
 
 #: Commands whose module still imports torch when it is registered (``recolorize --help``); issue 22 moves
 #: ``export`` (the other half of the issue) and this entry goes with it.
-TORCH_AT_REGISTRATION = {"export"}
+TORCH_AT_REGISTRATION: set[str] = set()
 
 
 def test_every_command_registers_without_torch_and_scikit_image() -> None:

@@ -219,7 +219,7 @@ def test_export_checks_its_output_folder_before_reading_the_run(
 ) -> None:
     import tempfile
 
-    from recolorize.commands import export
+    from recolorize.training import checkpoint as export  # where export reads a run's newest weights
 
     def not_yet(*args: object) -> None:
         raise AssertionError("the run was read before the output folder was checked")

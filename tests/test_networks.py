@@ -209,5 +209,5 @@ def test_check_weights_leaves_the_random_stream_alone() -> None:
     torch.manual_seed(0)
     expected = torch.rand(4)
     torch.manual_seed(0)
-    check_weights(default_weights_path())
+    check_weights(default_weights_path() / "model.safetensors")
     assert torch.equal(torch.rand(4), expected)

@@ -490,7 +490,7 @@ def test_train_from_cache_export_and_transfer(cache64: Path, tmp_path: Path, cap
 
     run, out = tmp_path / "run", tmp_path / "export"
     settings = ["--set", "log_every=2", "--set", "checkpoint_every=2"]
-    args = ["train", "--config", "tiny-pointwise", "--data", str(cache64), "--run", str(run), "--steps", "4"]
+    args = ["train", "--config", "tiny-lut", "--data", str(cache64), "--run", str(run), "--steps", "4"]
     assert main([*args, *settings]) == 0
     with (run / "metrics.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -498,8 +498,9 @@ def test_train_from_cache_export_and_transfer(cache64: Path, tmp_path: Path, cap
         assert [int(r["step"]) for r in rows if r["stage"] == stage] == [2, 4]
         assert (run / f"{stage}.safetensors").is_file()
     assert main(["export", str(run), "-o", str(out)]) == 0
-    recolorizer = Recolorizer.from_pretrained(out / "model.safetensors")
-    assert recolorizer.model.config.name == "tiny-pointwise"
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "model.json", "predictor.onnx"}
+    recolorizer = Recolorizer.from_pretrained(out)  # the exported graphs, on ONNX Runtime
+    assert recolorizer.config.name == "tiny-lut"
     result = recolorizer.transfer(SOURCE_JPG, REFERENCE_JPG)
     with Image.open(SOURCE_JPG) as source:
         assert result.size == source.size

@@ -65,8 +65,10 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
             )
     try:
         check_exportable(model)
-    except ValueError as error:
-        raise UserError(str(error)) from None
+        exportable = True
+    except ValueError as error:  # an older design: its weights still serve eval and training's warm start
+        logger.warning("%s; writing its weights only (eval reads them in torch)", error)
+        exportable = False
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output {out_dir} exists and is not a folder")
     path = out_dir / "model.safetensors"
@@ -74,8 +76,9 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
     if path.resolve() != Path(source).resolve():
         model.save(path, half=True)
-    with write_errors(out_dir, "ONNX graphs into "):
-        export_onnx(RecolorModel.load(path), out_dir)  # traced from the weights as saved (fp16)
+    if exportable:
+        with write_errors(out_dir, "ONNX graphs into "):
+            export_onnx(RecolorModel.load(path), out_dir)  # traced from the weights as saved (fp16)
     logger.info("exported %s -> %s (fp16 safetensors and ONNX graphs)", source, out_dir)
     return path
 

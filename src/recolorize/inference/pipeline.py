@@ -90,6 +90,12 @@ def model_folder(path: str | Path | None) -> Path:
     return folder
 
 
+def _smaller(image: LoadedImage) -> np.ndarray:
+    """A reference's pixels for its network copies: its ``carry_copy`` when it is large, else itself."""
+    copy = carry_copy(image)
+    return copy if copy is not None else image.rgb
+
+
 def check_device(device: str) -> str:
     """``device`` if ONNX Runtime can run on it here ("cpu", "cuda", "cuda:N"); else ``UserError``."""
     onnx_providers(str(device))
@@ -101,6 +107,25 @@ def image_copy(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize_array(rgb, size).transpose(2, 0, 1)[None]
 
 
+def carry_copy(source: LoadedImage) -> np.ndarray | None:
+    """The ``CARRY_PIXELS`` copy of a photo over ``DIRECT_MAX_PIXELS`` (its aspect kept), else None.
+
+    Why the smaller copies are made from it: resizing a 12-MP photo costs ~0.25 s a copy (three float planes
+    through Pillow), and the 384- and 128-px copies from a 0.26-MP one differ from those of the photo by
+    ~1e-3 of a level's worth where it matters (the tests hold the result within a level of the torch path).
+    """
+    size = carry_size(source.height, source.width)
+    return None if size is None else resize_array(source.rgb, size)
+
+
+def carry_size(height: int, width: int) -> tuple[int, int] | None:
+    """(height, width) of the ``CARRY_PIXELS`` copy of a photo over ``DIRECT_MAX_PIXELS``, else None."""
+    if height * width <= DIRECT_MAX_PIXELS:
+        return None
+    scale = math.sqrt(CARRY_PIXELS / (height * width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 @dataclass
 class PreparedPair:
     """A source/reference pair after the networks that run once per pair: everything ``render`` needs.
@@ -109,6 +134,8 @@ class PreparedPair:
     source_low: I_S at the working resolution (1, 3, r, r).
     predicted: P_W's maps, W0_S and the colour hint.
     lattice: the lattice prior (S, S, S, 3).
+    copy: the ``CARRY_PIXELS`` copy (h, w, 3) the generator renders for a photo over ``DIRECT_MAX_PIXELS``,
+        else None; made once, and the network's smaller copies are made from it rather than from the photo.
     timings: seconds spent per step, for benchmarks.
     """
 
@@ -116,6 +143,7 @@ class PreparedPair:
     source_low: np.ndarray
     predicted: PredictedMaps
     lattice: np.ndarray
+    copy: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -170,18 +198,22 @@ class Recolorizer:
             raise UserError(f"at most {MAX_REFERENCES} references, got {len(references)}")
         reference_images = [r if isinstance(r, LoadedImage) else load_image(r) for r in references]
         loaded = time.perf_counter()
+        copy = carry_copy(source_image)
+        source_rgb = copy if copy is not None else source_image.rgb
+        reference_rgbs = [_smaller(image) for image in reference_images]
         r = self.resolution
-        source_low = image_copy(source_image.rgb, (r, r))
-        references_low = np.concatenate([image_copy(image.rgb, (r, r)) for image in reference_images])
+        source_low = image_copy(source_rgb, (r, r))
+        references_low = np.concatenate([image_copy(rgb, (r, r)) for rgb in reference_rgbs])
         predicted = self.model.predict(source_low, references_low)
         predicted_at = time.perf_counter()
-        lattice = self._lattice_prior(source_image, reference_images)
+        lattice = self._lattice_prior(source_rgb, reference_rgbs, reference_images)
         done = time.perf_counter()
         return PreparedPair(
             source=source_image,
             source_low=source_low,
             predicted=predicted,
             lattice=lattice,
+            copy=copy,
             timings={"load": loaded - start, "predict": predicted_at - loaded, "prior": done - predicted_at},
         )
 
@@ -191,12 +223,15 @@ class Recolorizer:
         fine, coarse = self.model.features(batch)
         return [descriptors(fine[i], coarse[i]) for i in range(len(copies))]
 
-    def _lattice_prior(self, source: LoadedImage, references: list[LoadedImage]) -> np.ndarray:
+    def _lattice_prior(
+        self, source: np.ndarray, reference_rgbs: list[np.ndarray], references: list[LoadedImage]
+    ) -> np.ndarray:
         """The lattice prior from 384-px copies of the photos (``recolorize.prior.fit_prior``); several
-        references are matched as one canvas, side by side."""
+        references are matched as one canvas, side by side. ``references``: the decoded references (a
+        reference's descriptors are kept while the same object comes back)."""
         size = (PRIOR_SIZE, PRIOR_SIZE)
-        source_copy = resize_array(source.rgb, size)
-        reference_copies = [resize_array(image.rgb, size) for image in references]
+        source_copy = resize_array(source, size)
+        reference_copies = [resize_array(rgb, size) for rgb in reference_rgbs]
         memo_hit = None
         if len(references) == 1:
             with self._memo_lock:
@@ -255,11 +290,12 @@ class Recolorizer:
         start = time.perf_counter()
         source = prepared.source
         height, width = source.height, source.width
-        carried = height * width > DIRECT_MAX_PIXELS
-        if carried:
-            scale = math.sqrt(CARRY_PIXELS / (height * width))
-            image = resize_array(source.rgb, (max(1, round(height * scale)), max(1, round(width * scale))))
-        else:
+        image = prepared.copy
+        if image is None or image.shape[:2] != carry_size(height, width):
+            # a caller swapped in another source (a preview, a LUT's sample): its own copy, if it needs one
+            image = carry_copy(source)
+        carried = image is not None
+        if image is None:
             image = source.rgb
         base = apply_lattice(lerp_lattice(prepared.lattice, strength), image)
         rendered = self.model.generate(image, base, prepared.source_low, prepared.predicted, strength)

@@ -70,6 +70,80 @@ def _neighbour_cells(fine: int, factor: int, cells: int, device: torch.device) -
     return (coarse[:, None] + torch.arange(-1, 2, device=device)[None, :]).clamp(0, cells - 1)
 
 
+def _upsample_grid(
+    generator: PointwiseGenerator,
+    coarse: torch.Tensor,
+    guide: torch.Tensor,
+    guide_low: torch.Tensor,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    size: tuple[int, int],
+    fine: tuple[int, int],
+) -> torch.Tensor:
+    """One grid's maps ``coarse`` (C, h, w) carried to the blocked pixels, (cells, P, C): the guided
+    upsampling's weights (``GuidedUpsampler.plan``: tent times colour similarity over the 3 x 3 neighbour
+    cells, softmax) and one batched product per cell.
+
+    guide: the pixels' scaled Lab (cells, P, 3); y, x: their rows (fine_h, rows) and columns (fine_w, cols)
+    in the photo; size: the photo's (height, width); fine: the finest grid's (fine_h, fine_w)."""
+    (h, w), (height, width), (fine_h, fine_w) = coarse.shape[-2:], size, fine
+    device, dtype, cells = guide.device, guide.dtype, fine_h * fine_w
+    fy, fx = fine_h // h, fine_w // w
+    offsets = torch.arange(-1, 2, device=device, dtype=dtype)
+    cell_y = torch.arange(fine_h, device=device, dtype=dtype).div(fy, rounding_mode="floor")
+    cell_x = torch.arange(fine_w, device=device, dtype=dtype).div(fx, rounding_mode="floor")
+    # the tent weights of the 3 neighbour rows and columns, as logarithms: log(wy wx) = log wy + log wx,
+    # and log(1e-12) below where either is 0, as the clamp there
+    ys = (y + 0.5) * h / height - 0.5  # (fine_h, rows), position in this grid's cell units
+    xs = (x + 0.5) * w / width - 0.5
+    radius = generator.upsampler.radius
+    wy = (1.0 - (ys[:, :, None] - (cell_y[:, None, None] + offsets)).abs() / radius).clamp_min(0.0)
+    wx = (1.0 - (xs[:, :, None] - (cell_x[:, None, None] + offsets)).abs() / radius).clamp_min(0.0)
+    spatial = torch.log(wy)[:, None, :, None, :, None] + torch.log(wx)[None, :, None, :, None, :]
+    spatial = spatial.clamp_min(math.log(1e-12)).reshape(cells, -1, 9)
+    near_y = _neighbour_cells(fine_h, fy, h, device)  # (fine_h, 3)
+    near_x = _neighbour_cells(fine_w, fx, w, device)
+    guide_cells = cell_mean(guide_low, (h, w))[0]  # (3, h, w)
+    tap_guides = guide_cells[:, near_y][:, :, :, near_x]  # (3, fine_h, 3, fine_w, 3)
+    tap_guides = tap_guides.permute(1, 3, 2, 4, 0).reshape(cells, 9, 3)
+    # |g - c|^2 = |g|^2 - 2 g.c + |c|^2: one product for the 9 neighbours
+    distance = guide.pow(2).sum(-1, keepdim=True) - 2.0 * torch.bmm(guide, tap_guides.transpose(1, 2))
+    distance = (distance + tap_guides.pow(2).sum(-1)[:, None, :]).clamp_min(0.0)
+    inv = 0.5 / torch.exp(2.0 * generator.upsampler.log_sigma).clamp_min(1e-6)
+    weights = torch.softmax(spatial - distance * inv, dim=-1)  # (cells, P, 9)
+    taps = coarse[:, near_y][:, :, :, near_x]  # (C, fine_h, 3, fine_w, 3)
+    return torch.bmm(weights, taps.permute(1, 3, 2, 4, 0).reshape(cells, 9, -1))  # (cells, P, C)
+
+
+def _pixel_network(
+    generator: PointwiseGenerator,
+    rgb: torch.Tensor,
+    guide: torch.Tensor,
+    base: torch.Tensor,
+    upsampled: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """f's residual on the blocked pixels (cells, P, 3): its modulated 1x1 layers as (pixels x C) @ (C x O)
+    products, each pixel modulated by its own upsampled styles (as ``pointwise._modulated_1x1``)."""
+    inputs = [rgb * 2.0 - 1.0, guide]
+    if generator.use_prior:
+        inputs.append(base.clamp(0.0, 1.0) * 2.0 - 1.0)
+    if generator.use_hint:
+        inputs.append(upsampled["hint"][:, :, :HINT_CHANNELS])
+    hidden = torch.cat(inputs, dim=-1)
+    gain = math.sqrt(2)
+    for n, conv in enumerate([*generator.layers, generator.to_rgb]):
+        weight = (conv.weight * conv.scale).flatten(1)  # (O, C)
+        style = upsampled[f"style{n}"]
+        out = torch.matmul(hidden * style, weight.t())
+        if conv.demodulate:
+            out = out * torch.rsqrt(torch.matmul(style * style, weight.pow(2).t()) + 1e-8)
+        if n < len(generator.biases):
+            hidden = F.leaky_relu(out + generator.biases[n], 0.2) * gain
+        else:
+            hidden = out + generator.rgb_bias
+    return hidden
+
+
 @torch.no_grad()
 def render_blocked(
     generator: PointwiseGenerator,
@@ -109,65 +183,20 @@ def render_blocked(
     rgb = blocked(image)
     guide = lab_features(rgb.permute(0, 2, 1)[:, :, :, None])[:, :, :, 0].permute(0, 2, 1)  # (cells, P, 3)
     base_pixels = blocked(base)
-    guide_norm = guide.pow(2).sum(-1, keepdim=True)
     # each blocked pixel's row and column in the photo: the upsampler's positions are computed from them
     y = row_index.to(dtype).reshape(fine_h, rows)
     x = col_index.to(dtype).reshape(fine_w, cols)
-    offsets = torch.arange(-1, 2, device=device, dtype=dtype)
-
-    inv = 0.5 / torch.exp(2.0 * generator.upsampler.log_sigma).clamp_min(1e-6)
-    radius = generator.upsampler.radius
     upsampled: dict[str, torch.Tensor] = {}
-    for (h, w), keys in grids.items():
-        fy, fx = fine_h // h, fine_w // w
-        cell_y = torch.arange(fine_h, device=device, dtype=dtype).div(fy, rounding_mode="floor")
-        cell_x = torch.arange(fine_w, device=device, dtype=dtype).div(fx, rounding_mode="floor")
-        # the tent weights of the 3 neighbour rows and columns (GuidedUpsampler.plan), as logarithms:
-        # log(wy wx) = log wy + log wx, and log(1e-12) below where either is 0, as the clamp there
-        ys = (y + 0.5) * h / height - 0.5  # (fine_h, rows), position in this grid's cell units
-        xs = (x + 0.5) * w / width - 0.5
-        wy = (1.0 - (ys[:, :, None] - (cell_y[:, None, None] + offsets)).abs() / radius).clamp_min(0.0)
-        wx = (1.0 - (xs[:, :, None] - (cell_x[:, None, None] + offsets)).abs() / radius).clamp_min(0.0)
-        spatial = torch.log(wy)[:, None, :, None, :, None] + torch.log(wx)[None, :, None, :, None, :]
-        spatial = spatial.clamp_min(math.log(1e-12)).reshape(cells, rows * cols, 9)
-        near_y = _neighbour_cells(fine_h, fy, h, device)  # (fine_h, 3)
-        near_x = _neighbour_cells(fine_w, fx, w, device)
-        guide_cells = cell_mean(guide_low, (h, w))[0]  # (3, h, w)
-        tap_guides = guide_cells[:, near_y][:, :, :, near_x]  # (3, fine_h, 3, fine_w, 3)
-        tap_guides = tap_guides.permute(1, 3, 2, 4, 0).reshape(cells, 9, 3)
-        # |g - c|^2 = |g|^2 - 2 g.c + |c|^2: one product for the 9 neighbours
-        distance = guide_norm - 2.0 * torch.bmm(guide, tap_guides.transpose(1, 2))
-        distance = (distance + tap_guides.pow(2).sum(-1)[:, None, :]).clamp_min(0.0)
-        weights = torch.softmax(spatial - distance * inv, dim=-1)  # (cells, P, 9)
+    for keys in grids.values():
         coarse = torch.cat([maps[key][0] for key in keys], dim=0)  # (C, h, w)
-        taps = coarse[:, near_y][:, :, :, near_x]  # (C, fine_h, 3, fine_w, 3)
-        taps = taps.permute(1, 3, 2, 4, 0).reshape(cells, 9, -1)
-        values = torch.bmm(weights, taps)  # (cells, P, C)
+        values = _upsample_grid(generator, coarse, guide, guide_low, y, x, (height, width), (fine_h, fine_w))
         start = 0
         for key in keys:
             channels = maps[key].shape[1]
             upsampled[key] = values[:, :, start : start + channels]
             start += channels
 
-    inputs = [rgb * 2.0 - 1.0, guide]
-    if generator.use_prior:
-        inputs.append(base_pixels.clamp(0.0, 1.0) * 2.0 - 1.0)
-    if generator.use_hint:
-        inputs.append(upsampled["hint"][:, :, :HINT_CHANNELS])
-    hidden = torch.cat(inputs, dim=-1)
-    layers = [*generator.layers, generator.to_rgb]
-    gain = math.sqrt(2)
-    for n, conv in enumerate(layers):
-        weight = (conv.weight * conv.scale).flatten(1)  # (O, C), as pointwise._modulated_1x1
-        style = upsampled[f"style{n}"]
-        out = torch.matmul(hidden * style, weight.t())
-        if conv.demodulate:
-            out = out * torch.rsqrt(torch.matmul(style * style, weight.pow(2).t()) + 1e-8)
-        if n < len(generator.biases):
-            hidden = F.leaky_relu(out + generator.biases[n], 0.2) * gain
-        else:
-            hidden = out + generator.rgb_bias
-    result = base_pixels + hidden  # (cells, P, 3)
+    result = base_pixels + _pixel_network(generator, rgb, guide, base_pixels, upsampled)  # (cells, P, 3)
     laid = result.reshape(fine_h, fine_w, rows, cols, 3).permute(0, 2, 1, 3, 4).reshape(fine_h * rows, -1, 3)
     return laid[row_place][:, col_place]
 

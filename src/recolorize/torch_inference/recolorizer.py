@@ -111,6 +111,19 @@ def check_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
+def smaller_rgb(image: LoadedImage) -> np.ndarray:
+    """The pixels a photo's network copies are made from: over ``DIRECT_MAX_PIXELS``, its ``CARRY_PIXELS``
+    copy (as ``recolorize.inference.pipeline.carry_copy`` makes them, so the two pipelines agree), else
+    the photo itself."""
+    height, width = image.height, image.width
+    if height * width <= DIRECT_MAX_PIXELS:
+        return image.rgb
+    scale = math.sqrt(CARRY_PIXELS / (height * width))
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    full = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None]
+    return resize_for_network(full, size)[0].permute(1, 2, 0).contiguous().numpy()
+
+
 def finite_output(image: torch.Tensor) -> torch.Tensor:
     """``image`` (a generator's output), refused (``UserError``) when it holds NaN or infinity: such a
     render is an error, never a black or white file. One sum over the pixels (NaN or inf anywhere makes it
@@ -201,7 +214,7 @@ class TorchRecolorizer:
 
     # --- steps ----------------------------------------------------------------------------------------
     def _to_low(self, image: LoadedImage) -> torch.Tensor:
-        full = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None]
+        full = torch.from_numpy(np.ascontiguousarray(smaller_rgb(image))).permute(2, 0, 1)[None]
         return resize_for_network(full, self.resolution).to(self.device)
 
     @torch.no_grad()
@@ -263,10 +276,12 @@ class TorchRecolorizer:
                 if memo is not None and memo[0]() is references[0]:
                     described = memo[1]
             if described is None:
-                described = prior_descriptors(self.model.semantic, [prior_copy(references[0].rgb)])
+                described = prior_descriptors(self.model.semantic, [prior_copy(smaller_rgb(references[0]))])
                 with self._reference_lock:
                     self._prior_memo = (weakref.ref(references[0]), described)
-        lattice = pair_prior(self.model.semantic, source.rgb, [r.rgb for r in references], described)
+        lattice = pair_prior(
+            self.model.semantic, smaller_rgb(source), [smaller_rgb(r) for r in references], described
+        )
         return lattice_tensor(lattice, self.device)
 
     def _reference_side(self, image: LoadedImage) -> tuple[torch.Tensor, dict]:
