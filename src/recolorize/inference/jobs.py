@@ -17,8 +17,8 @@ alone), and a pair that succeeded logs its lines in the batch's order.
 ``jobs`` above 1 runs a batch in a pool of worker processes, each with its own model, that receive only
 plain values (the settings, the weights path, one :class:`Job` at a time). Why processes rather than threads
 sharing one model: with torch behind the model, threads queued on Python's lock between its many small
-operations (1.5x on two cores against 1.8x for processes, and no more with more cores); measure again once
-the model runs in ONNX Runtime, whose sessions release the lock for a whole network.
+operations (1.5x on two cores against 1.8x for processes, and no more with more cores). Not yet measured
+again with ONNX Runtime, whose sessions release the lock for a whole network.
 """
 
 from __future__ import annotations
@@ -407,11 +407,14 @@ def check_model(weights: Path | None, device: str) -> Path:
     return folder
 
 
-def load_recolorizer(weights: Path | None, settings: TransferSettings) -> Recolorizer:
-    """The ``Recolorizer`` of ``weights`` on ``settings.device``, at ``settings.size``."""
+def load_recolorizer(
+    weights: Path | None, settings: TransferSettings, threads: int | None = None
+) -> Recolorizer:
+    """The ``Recolorizer`` of ``weights`` on ``settings.device``, at ``settings.size``, running its networks
+    on ``threads`` threads (None: every core this process may use)."""
     from recolorize.inference.pipeline import Recolorizer
 
-    recolorizer = Recolorizer.from_pretrained(weights, device=settings.device)
+    recolorizer = Recolorizer.from_pretrained(weights, device=settings.device, threads=threads)
     if settings.size is not None:
         recolorizer.resolution = settings.size
     return recolorizer
@@ -658,12 +661,11 @@ def _in_pool(run: _Run, todo: list[Job], workers: int) -> Iterator[tuple[Job, Ba
     those (each named); the rest then run in this process. Leaving (done, Ctrl-C, an error) stops the
     workers at once: what they were writing is abandoned before it is renamed.
     """
-    threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),  # no fork of a process that has threads
         initializer=_start_worker,
-        initargs=(run.settings, run.weights, logging.getLogger("recolorize").getEffectiveLevel(), threads),
+        initargs=(run.settings, run.weights, logging.getLogger("recolorize").getEffectiveLevel()),
     )
     pending: deque[tuple[Job, Future]] = deque()
     broken = False
@@ -717,16 +719,18 @@ Lines = list[tuple[str, int, str]]
 _WORKER: _Run | None = None
 
 
-def _start_worker(settings: TransferSettings, weights: Path | None, level: int, threads: int) -> None:
+def _start_worker(settings: TransferSettings, weights: Path | None, level: int) -> None:
     """In a worker: load the model once. Ctrl-C is the parent's to handle; SIGTERM (and SIGHUP, a closed
-    terminal) ends a photo cleanly (``atomic_write`` removes its temporary file). The cores are shared
-    out (``threads`` each, unless ``OMP_NUM_THREADS`` says otherwise), set before the model's libraries
-    start their thread pools."""
+    terminal) ends a photo cleanly (``atomic_write`` removes its temporary file).
+
+    Each worker's networks take every core, as ``jobs=1`` does, rather than their share: ONNX Runtime's
+    results depend on its thread count, and one thread per worker changed a photo's bytes from those of
+    ``jobs=1`` (2 cores: p2.jpg of tests/test_batch_jobs.py). What to trade there is issue 22, item 5's.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
         signal.signal(signal.SIGHUP, lambda *_: sys.exit(1))
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     logging.getLogger("recolorize").setLevel(level)
     global _WORKER
     _WORKER = _Run(settings, weights, batch=True)
