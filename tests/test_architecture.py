@@ -72,12 +72,7 @@ NOT_YET_SPLIT: frozenset[str] = frozenset()
 #: each must still be a cycle, so that an entry is removed as soon as its fix lands. Issue 22 wants none.
 NOT_YET_ACYCLIC: frozenset[frozenset[str]] = frozenset(
     {
-        frozenset({"recolorize.networks.model", "recolorize.networks.weights_file"}),
         frozenset({"recolorize.inference.lut.cube", "recolorize.inference.lut.table"}),
-        frozenset(
-            {"recolorize.app", "recolorize.app.handler", "recolorize.app.jobs", "recolorize.app.server"}
-        ),
-        frozenset({"recolorize.training.checkpoint", "recolorize.training.run_folder"}),
     }
 )
 

@@ -204,7 +204,7 @@ def test_check_weights_leaves_the_random_stream_alone() -> None:
     """Checking the shipped file builds its (known, small) config on the CPU; that must not move torch's
     global random stream, which training seeds and then relies on."""
     from recolorize.inference.pipeline import default_weights_path
-    from recolorize.networks.weights_file import check_weights
+    from recolorize.networks.model import check_weights
 
     torch.manual_seed(0)
     expected = torch.rand(4)

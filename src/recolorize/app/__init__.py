@@ -9,14 +9,12 @@ Start it with ``recolorize app`` (http://127.0.0.1:7860/) or from Python::
     print(server.url)
     server.serve_forever()
 
-The defaults live here (not in ``server``) so that ``recolorize --help`` does not import torch.
+The defaults live in ``defaults`` (not in ``server``), so that ``recolorize --help`` imports no server.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
-from recolorize.image_formats import APP_DEFAULT_MAX_PIXELS
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -29,15 +27,13 @@ __all__ = [
     "create_server",
 ]
 
-DEFAULT_PORT = 7860
-#: Largest accepted image file, in MB (10^6 bytes), per image.
-DEFAULT_MAX_UPLOAD_MB = 40.0
-#: Decompression-bomb limit for uploads (lower than the CLI's on purpose; the reason is at its definition).
-DEFAULT_MAX_PIXELS = APP_DEFAULT_MAX_PIXELS
-#: Prepared pairs kept (LRU): each holds the full-size source as float32 plus the latents.
-DEFAULT_CACHE_SIZE = 4
-#: Long side of the preview the strength slider re-renders; the download is always full size.
-DEFAULT_PREVIEW_SIZE = 1024
+from recolorize.app.defaults import (
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_PORT,
+    DEFAULT_PREVIEW_SIZE,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from recolorize.app.jobs import AppConfig

@@ -10,10 +10,10 @@ import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from recolorize.app.jobs import ALLOWED_FORMATS
+from recolorize.app.jobs import ALLOWED_FORMATS, AppState
 from recolorize.app.limits import BODY_COPIES, DeadlineReader, Reservation
 from recolorize.app.validation import (
     MAX_REFERENCES,
@@ -29,8 +29,15 @@ from recolorize.app.validation import (
     upload_images,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from recolorize.app.server import AppServer
+
+class ServesTheApp(Protocol):
+    """What the handler reads off its server (``server.AppServer``): named here, so that the handler module
+    never imports the server module that imports it."""
+
+    state: AppState
+    static: Any
+    loopback_only: bool
+
 
 __all__ = ["AppHandler"]
 
@@ -54,7 +61,7 @@ _CSP = (
 class AppHandler(BaseHTTPRequestHandler):
     """Routes requests to the AppState of its server."""
 
-    server: AppServer
+    server: ServesTheApp  # type: ignore[assignment]  # an AppServer
     server_version = "recolorize-app"
     sys_version = ""  # the Server header names the app only: no Python version for a scanner to match
     protocol_version = "HTTP/1.1"

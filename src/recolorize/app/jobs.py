@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from recolorize.app import DEFAULT_CACHE_SIZE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PREVIEW_SIZE
+from recolorize.app.defaults import DEFAULT_CACHE_SIZE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PREVIEW_SIZE
 from recolorize.app.limits import BODY_COPIES, DECODE_BYTES_PER_PIXEL, MemoryBudget, Reservation
 from recolorize.app.validation import ID_RE, MAX_REFERENCES, MULTIPART_OVERHEAD, HTTPProblem
 from recolorize.errors import UserError

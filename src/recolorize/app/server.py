@@ -49,7 +49,7 @@ from http.server import ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
-from recolorize.app import DEFAULT_PORT
+from recolorize.app.defaults import DEFAULT_PORT
 from recolorize.app.handler import AppHandler
 from recolorize.app.jobs import AppConfig, AppState
 from recolorize.app.validation import is_loopback

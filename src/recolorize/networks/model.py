@@ -2,7 +2,7 @@
 
 Weights are saved as safetensors (trainable networks only; the frozen backbone comes from its installed
 package) with the config JSON beside them and inside the file's metadata, so a model is always rebuilt
-from its own config. Loading treats the file as untrusted: ``weights_file.check_weights`` checks it whole
+from its own config. Loading treats the file as untrusted: ``check_weights`` checks it whole
 before any weight is read.
 """
 
@@ -26,12 +26,23 @@ from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
 from recolorize.networks.predictor import PredictorInputs, WPredictor, fine_attention
-from recolorize.networks.weights_file import check_finite, check_weights, config_path_for
+from recolorize.networks.weights_file import check_file, check_finite, config_path_for
 
-__all__ = ["RecolorModel", "is_backbone_key"]
+__all__ = ["RecolorModel", "check_weights", "is_backbone_key"]
 
 #: Generator layers (1-based, inclusive) filled by W1, W2, W3 (section 3.4.3, after pSp [18]).
 LAYERS_PER_LEVEL = {"W1": range(1, 10), "W2": range(10, 13), "W3": range(13, 21)}
+
+
+def check_weights(path: str | Path) -> ModelConfig:
+    """Check a weight file whole without reading a weight (``weights_file.check_file``): header, config, and
+    every tensor against the model its config builds; one ``WeightsError`` line otherwise."""
+    return check_file(path, _skeleton)
+
+
+def _skeleton(config: ModelConfig) -> nn.Module:
+    """The model ``config`` builds, without its frozen backbone: the tensors a weight file must hold."""
+    return RecolorModel(config, semantic=nn.Identity())
 
 
 def is_backbone_key(name: str) -> bool:

@@ -13,7 +13,7 @@ import json
 import math
 import stat
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from recolorize.config import ModelConfig
 from recolorize.config_json import CONFIG_METADATA_KEY, model_config_from_text
 from recolorize.errors import WeightsError, one_line
 
-__all__ = ["check_weights", "check_finite", "config_path_for", "read_safetensors_header"]
+__all__ = ["check_file", "check_finite", "config_path_for", "read_safetensors_header"]
 
 
 def config_path_for(weights_path: str | Path) -> Path:
@@ -157,8 +157,11 @@ def _read_config(path: Path, metadata: dict[str, str]) -> ModelConfig:
         raise WeightsError(str(exc)) from None
 
 
-def check_weights(path: str | Path) -> ModelConfig:
+def check_file(path: str | Path, skeleton: Callable[[ModelConfig], nn.Module]) -> ModelConfig:
     """Check a weight file without loading it: header, config, and every tensor's name, shape and kind.
+
+    skeleton: builds the model a config describes (``networks.model``'s, passed in so that this module,
+    which the model module loads weights through, never imports it).
 
     Cheap (no weight is read), so the CLI calls it before decoding any photo; ``WeightsError`` says what
     does not fit. The skeleton is built on the ``meta`` device, which allocates nothing whatever the config
@@ -170,7 +173,7 @@ def check_weights(path: str | Path) -> ModelConfig:
     tensors, metadata = read_safetensors_header(path)
     config = _read_config(path, metadata)
     try:
-        expected = _expected_tensors(config)
+        expected = _expected_tensors(config, skeleton)
     except Exception as exc:  # noqa: BLE001 - a config that passed the checks but builds no model
         raise WeightsError(
             f"{path}: config {config.name!r} does not build a model ({one_line(exc)})"
@@ -217,7 +220,9 @@ def check_finite(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def _expected_tensors(
+    config: ModelConfig, skeleton: Callable[[ModelConfig], nn.Module]
+) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Tensor name -> (shape, dtype) of the model ``config`` builds, from a skeleton built once per config
     and process (callers must not change the dict).
 
@@ -226,12 +231,11 @@ def _expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], t
     itself (header, names, shapes) is read and compared every time.
     """
     from recolorize.config import CONFIGS
-    from recolorize.networks.model import RecolorModel  # the model module loads weights through this one
 
     known = CONFIGS.get(config.name) == config
     # fork_rng: checking a file must not move the global random stream (training seeds after it)
     with torch.random.fork_rng(devices=[]), torch.device("cpu" if known else "meta"):
-        skeleton = RecolorModel(config, semantic=nn.Identity())
+        built = skeleton(config)
     return {
-        name: (tuple(tensor.shape), tensor.dtype) for name, tensor in skeleton.trainable_state_dict().items()
+        name: (tuple(tensor.shape), tensor.dtype) for name, tensor in built.trainable_state_dict().items()
     }

@@ -57,6 +57,7 @@ __all__ = [
     "read_checkpoint_info",
     "state_digest",
     "latest_weights",
+    "stage_weights_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -296,13 +297,17 @@ def _digest(items: Iterable[tuple[str, torch.Tensor]]) -> str:
     return digest.hexdigest()
 
 
+def stage_weights_path(run_dir: Path, stage: str) -> Path:
+    """``RUN_DIR/{stage}.safetensors``: a finished stage's weights (``RecolorModel.save``, config beside);
+    named here, beside the checkpoint's names, as ``run_folder`` and ``latest_weights`` both read it."""
+    return Path(run_dir) / f"{stage}.safetensors"
+
+
 def latest_weights(run_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
     """The newest weights of a run: the checkpoint (its EMA where it has one), else the last finished stage.
 
     Returns (model config, trainable state dict, a description of where they came from).
     """
-    from recolorize.training.run_folder import stage_weights_path  # (it imports this module)
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist")

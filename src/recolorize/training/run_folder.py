@@ -24,7 +24,7 @@ from PIL import Image
 from recolorize.config_json import save_json
 from recolorize.errors import UserError, write_errors
 from recolorize.io_utils import atomic_write
-from recolorize.training.checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
+from recolorize.training.checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, stage_weights_path
 from recolorize.training.stages import LOSS_TERMS, STAGE_ORDER
 
 __all__ = [
@@ -64,11 +64,6 @@ RUN_CONFIG_NAME = "config.json"
 
 
 # --- paths ---------------------------------------------------------------------------------------------
-def stage_weights_path(run_dir: Path, stage: str) -> Path:
-    """``RUN_DIR/{stage}.safetensors``: a finished stage's weights (``RecolorModel.save``, config beside)."""
-    return run_dir / f"{stage}.safetensors"
-
-
 def sample_grid_path(run_dir: Path, stage: str, step: int) -> Path:
     """``RUN_DIR/samples/{stage}_{step:06d}.png``: the sample grid after ``step`` finished steps."""
     return run_dir / "samples" / f"{stage}_{step:06d}.png"
