@@ -70,10 +70,10 @@ def warm_cube(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small valid ``.cube`` (9^3, reds lifted 10 %) for the LUT commands' tests."""
     import numpy as np
 
-    from recolorize.inference.lut import Lut3D
+    from recolorize.inference.lut import Lut3D, write_cube
 
     path = tmp_path_factory.mktemp("lut") / "warm.cube"
     lut = Lut3D.identity(9)
     lut.table[..., 0] = np.clip(lut.table[..., 0] * 1.1, 0, 1)
-    lut.save(path)
+    write_cube(lut, path)
     return path

@@ -70,11 +70,7 @@ MAX_FUNCTION_LINES = 80
 NOT_YET_SPLIT: frozenset[str] = frozenset()
 #: Import cycles still being untangled, each as the modules that import one another (directly or not);
 #: each must still be a cycle, so that an entry is removed as soon as its fix lands. Issue 22 wants none.
-NOT_YET_ACYCLIC: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"recolorize.inference.lut.cube", "recolorize.inference.lut.table"}),
-    }
-)
+NOT_YET_ACYCLIC: frozenset[frozenset[str]] = frozenset({})
 
 Edge = tuple[str, str, str]  # (importing module, imported module, "path:line")
 

@@ -186,8 +186,8 @@ COMMANDS_WITHOUT_TORCH = {
 
 
 def test_the_photographers_commands_run_with_torch_unimportable(tmp_path: Path) -> None:
-    """``transfer``, ``lut``, ``lut-apply`` (run) and ``app`` (its modules imported, the model loaded), each in
-    a fresh interpreter where ``import torch`` fails: each succeeds, and torch never enters sys.modules."""
+    """``transfer``, ``lut``, ``lut-apply`` (run) and ``app`` (modules imported, model loaded), each in a
+    fresh interpreter where ``import torch`` fails: each succeeds, and torch never enters sys.modules."""
     fields = {"source": EXAMPLES / "source.jpg", "reference": EXAMPLES / "reference.jpg", "out": tmp_path}
     for name, argv in COMMANDS_WITHOUT_TORCH.items():
         args = [a.format(**fields) for a in argv]

@@ -16,13 +16,14 @@ __all__ = [
     "Lut3D",
     "transfer_lut",
     "read_cube",
+    "write_cube",
     "__version__",
 ]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from recolorize.config import ModelConfig, get_config
-    from recolorize.inference.lut import Lut3D, read_cube, transfer_lut
+    from recolorize.inference.lut import Lut3D, read_cube, transfer_lut, write_cube
     from recolorize.inference.pipeline import Recolorizer
     from recolorize.networks.model import RecolorModel
 
@@ -37,7 +38,7 @@ def __getattr__(name: str) -> Any:
         from recolorize.networks.model import RecolorModel
 
         return RecolorModel
-    if name in ("Lut3D", "transfer_lut", "read_cube"):
+    if name in ("Lut3D", "transfer_lut", "read_cube", "write_cube"):
         from recolorize.inference import lut
 
         return getattr(lut, name)

@@ -20,7 +20,6 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,12 +85,6 @@ class Lut3D:
         """8-bit samples (uint8, or float holding 8-bit values) through the LUT; uint8. The fast path
         for 8-bit sRGB photos (Pillow's C filter, within 1 level of ``apply`` rounded)."""
         return apply_lut_8bit(self, rgb)
-
-    def save(self, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
-        """Write this LUT as a ``.cube`` file (see :func:`recolorize.inference.lut.cube.write_cube`)."""
-        from recolorize.inference.lut.cube import write_cube  # (it imports this module)
-
-        return write_cube(self, path, overwrite=overwrite)
 
 
 #: The narrowest span of a LUT's domain on an axis: narrower, float32 inputs (a step of 1.2e-7 near 1) no
