@@ -91,7 +91,16 @@ def test_the_generator_graph_equals_the_generator_at_any_size(shipped, size, str
     generator = torch.Generator().manual_seed(2)
     image = torch.rand(*size, 3, generator=generator)
     base = (image * 0.8 + 0.1).clamp(0, 1)
-    args = (image, base, source, inputs.source_maps, *maps, hint, torch.tensor([strength]))
+    args = (
+        image,
+        base,
+        source,
+        inputs.source_maps,
+        *maps,
+        hint,
+        torch.tensor([strength]),
+        torch.tensor([0, size[0]]),
+    )
     with torch.no_grad():
         expected = GeneratorGraph(model)(*args)
     predicted = recolorizer.model.predict(source.numpy(), _low(EXAMPLES / "reference.jpg").numpy())

@@ -10,7 +10,8 @@ so that the NumPy side never repeats network maths:
                   (several references lie side by side, as ``RecolorModel.reference_canvas`` lays them)
     generator     G'(I, W_alpha) on every pixel of an image of any size: the pointwise f with its guided
                   upsampling; W_alpha = W0_S + alpha (W - W0_S) and the faded hint computed inside from the
-                  strength alpha; the base (the lattice prior applied to I) is an input
+                  strength alpha; the base (the lattice prior applied to I) is an input; ``band`` = (top,
+                  full height) renders a band of a taller image's rows (``inference.onnx_model.band_edges``)
 
 Why not one graph: the prior's NumPy fit sits between the frozen features and the generator, the predictor
 runs once a pair while the generator runs at every strength, and a photo's references may number 1 to 4.
@@ -125,12 +126,12 @@ class GeneratorGraph(nn.Module):
         maps_3: torch.Tensor,
         hint: torch.Tensor,
         strength: torch.Tensor,
+        band: torch.Tensor,
     ) -> torch.Tensor:
         faded = []
         for predicted in (maps_1, maps_2, maps_3):
             own = F.interpolate(self_maps, size=predicted.shape[-2:], mode="bilinear", align_corners=False)
             faded.append(own + strength * (predicted - own))
         styles = self.model.generator.coarse_styles(self.model.expand_predicted(faded))
-        return render_blocked(
-            self.model.generator, image, styles, hint * strength, base, lab_features(source_low)
-        )
+        generator, guide_low = self.model.generator, lab_features(source_low)
+        return render_blocked(generator, image, styles, hint * strength, base, guide_low, (band[0], band[1]))

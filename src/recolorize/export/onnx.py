@@ -88,6 +88,8 @@ def export_onnx(model: RecolorModel, out_dir: str | Path) -> list[Path]:
                 torch.rand(1, latent, h4, h4),
                 torch.rand(1, 4, h8, h8),
                 torch.tensor([0.5]),
+                # rows 40-239 of a 320-row image (whole rows of 10 x 32 cells): the general case is traced
+                torch.tensor([40, 320]),
             ),
             folder / "generator.onnx",
             {
@@ -96,6 +98,7 @@ def export_onnx(model: RecolorModel, out_dir: str | Path) -> list[Path]:
                 "source_low": {},
                 **maps_axes,
                 "strength": {},
+                "band": {},
             },
             {"output": {0: "height", 1: "width"}},
         )

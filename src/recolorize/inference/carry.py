@@ -32,6 +32,9 @@ CARRY_RADIUS = 1
 CARRY_EPS = 3e-6
 #: Full-size pixels per application tile: the 12 coefficient planes of a tile stay in cache.
 TILE_PIXELS = 1 << 16
+#: Copy rows fitted at a time (plus ``2 radius`` rows above and below): ~40 float64 planes of a strip of
+#: a 0.26-MP copy stay ~10 MB.
+FIT_STRIP_ROWS = 32
 
 
 def threads() -> int:
@@ -82,10 +85,35 @@ def fit_local_affine(
     before: np.ndarray, after: np.ndarray, radius: int = CARRY_RADIUS, eps: float = CARRY_EPS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel ``after ~ (I + D) before + c`` on the copy: D as (3, 3, h, w) (row = output channel) and c
-    as (3, h, w), float32, box-smoothed. before, after: (h, w, 3) in [0, 1]. Solved in float64 (the
-    covariances are differences of means) by the adjugate of each symmetric 3x3 system."""
+    as (3, h, w), float32, box-smoothed. before, after: (h, w, 3) in [0, 1].
+
+    In strips of ``FIT_STRIP_ROWS`` rows (each with the ``2 radius`` rows above and below that its values
+    depend on), a few at once: the ~40 float64 planes of a strip stay in cache and memory stays ~10 MB
+    whatever the copy's size; rows agree with a whole-copy fit to float64 rounding."""
     if before.shape != after.shape or before.ndim != 3 or before.shape[2] != 3:
         raise ValueError(f"before and after must both be (h, w, 3); got {before.shape} and {after.shape}")
+    height, width = before.shape[:2]
+    dmat = np.empty((3, 3, height, width), dtype=np.float32)
+    c = np.empty((3, height, width), dtype=np.float32)
+    halo = 2 * radius  # rows a kept row depends on: radius for the means, radius more for the smoothing
+
+    def fit_strip(top: int) -> None:
+        bottom = min(height, top + FIT_STRIP_ROWS)
+        first, end = max(0, top - halo), min(height, bottom + halo)
+        part_d, part_c = _fit_rows(before[first:end], after[first:end], radius, eps)
+        dmat[:, :, top:bottom] = part_d[:, :, top - first : bottom - first]
+        c[:, top:bottom] = part_c[:, top - first : bottom - first]
+
+    for_each(fit_strip, range(0, height, FIT_STRIP_ROWS))
+    return dmat, c
+
+
+def _fit_rows(
+    before: np.ndarray, after: np.ndarray, radius: int, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_local_affine`` on a strip of rows, whose first and last ``2 radius`` rows are right only at the
+    copy's own border (the caller keeps the rows in between). Float64: the covariances are differences of
+    means; each symmetric 3x3 system is solved by its adjugate."""
     p = np.moveaxis(before.astype(np.float64), -1, 0)
     d = np.moveaxis(after.astype(np.float64), -1, 0) - p
     pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]

@@ -32,7 +32,7 @@ from recolorize.networks.pointwise import (
     lab_features,
 )
 
-__all__ = ["can_render_blocked", "render_blocked"]
+__all__ = ["can_render_blocked", "render_blocked", "render_image"]
 
 
 def can_render_blocked(generator: PointwiseGenerator, styles: list[torch.Tensor]) -> bool:
@@ -47,27 +47,37 @@ def can_render_blocked(generator: PointwiseGenerator, styles: list[torch.Tensor]
     return all(finest[0] % h == 0 and finest[1] % w == 0 for h, w in sizes)
 
 
-def _cell_layout(full: int, cells: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Rows (or columns) of a ``full``-long axis laid out cell by cell: the source index of each of the
-    ``cells * per_cell`` places (a short cell repeats its last row), where each row went (its place), and
-    ``per_cell``."""
-    per_cell = (full + cells - 1) // cells  # ceil (a negated size does not survive an ONNX trace)
-    cell = torch.arange(cells, device=device)
-    start = (cell * full + cells - 1) // cells  # ceil(k full / cells): the first row of cell k
-    end = ((cell + 1) * full + cells - 1) // cells  # one past its last row
+def _row_band(
+    full: int | torch.Tensor, top: int | torch.Tensor, height: int, cells: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int | torch.Tensor]:
+    """The rows of a ``full``-row photo laid out cell by cell of a ``cells``-row grid (the module docstring),
+    for the band of rows ``top .. top + height``, which starts where a cell row starts and holds whole cell
+    rows: the band's cell rows (global indices), the band-relative source row of each of their
+    ``per_cell`` places (a short cell repeats its last row), where each row of the band went (its place),
+    and ``per_cell``. The whole photo is the band ``top = 0, height = full``; columns are laid out alike.
+    Sizes may be tensors: the ONNX graph takes the band as an input."""
+    per_cell = (full + cells - 1) // cells
+    first = (top * cells) // full
+    last = ((top + height - 1) * cells) // full
+    # the last band takes the grid's last cell rows too (empty ones when the photo has fewer rows than the
+    # grid: their places repeat a row and are dropped); a product, not an ``if``, so a trace keeps it
+    last = last + (cells - 1 - last) * ((top + height) >= full)
+    cell = torch.arange(first, last + 1, device=device)
+    start = (cell * full + cells - 1) // cells
+    end = ((cell + 1) * full + cells - 1) // cells
     offset = torch.arange(per_cell, device=device)
-    index = torch.minimum(start[:, None] + offset[None, :], end[:, None] - 1).reshape(-1)
-    row = torch.arange(full, device=device)
-    row_cell = (row * cells) // full
+    index = torch.minimum(start[:, None] + offset[None, :], end[:, None] - 1).reshape(-1) - top
+    row = torch.arange(height, device=device) + top
+    row_cell = (row * cells) // full - first
     place = row_cell * per_cell + (row - start[row_cell])
-    return index, place, per_cell
+    return cell, index, place, per_cell
 
 
-def _neighbour_cells(fine: int, factor: int, cells: int, device: torch.device) -> torch.Tensor:
-    """(fine, 3): for each fine cell, its coarse cell (``// factor``) and the coarse cells before and after,
-    clamped to the grid: the neighbours the guided upsampling weighs."""
-    coarse = torch.arange(fine, device=device) // factor
-    return (coarse[:, None] + torch.arange(-1, 2, device=device)[None, :]).clamp(0, cells - 1)
+def _neighbour_cells(cell_rows: torch.Tensor, factor: int, cells: int) -> torch.Tensor:
+    """(n, 3): for each of these fine cells, its coarse cell (``// factor``) and the coarse cells before and
+    after, clamped to the grid: the neighbours the guided upsampling weighs."""
+    coarse = cell_rows // factor
+    return (coarse[:, None] + torch.arange(-1, 2, device=cell_rows.device)[None, :]).clamp(0, cells - 1)
 
 
 def _upsample_grid(
@@ -77,20 +87,22 @@ def _upsample_grid(
     guide_low: torch.Tensor,
     y: torch.Tensor,
     x: torch.Tensor,
-    size: tuple[int, int],
-    fine: tuple[int, int],
+    size: tuple[int | torch.Tensor, int],
+    fine: tuple[torch.Tensor, int, int],
 ) -> torch.Tensor:
     """One grid's maps ``coarse`` (C, h, w) carried to the blocked pixels, (cells, P, C): the guided
     upsampling's weights (``GuidedUpsampler.plan``: tent times colour similarity over the 3 x 3 neighbour
     cells, softmax) and one batched product per cell.
 
-    guide: the pixels' scaled Lab (cells, P, 3); y, x: their rows (fine_h, rows) and columns (fine_w, cols)
-    in the photo; size: the photo's (height, width); fine: the finest grid's (fine_h, fine_w)."""
-    (h, w), (height, width), (fine_h, fine_w) = coarse.shape[-2:], size, fine
-    device, dtype, cells = guide.device, guide.dtype, fine_h * fine_w
+    guide: the pixels' scaled Lab (cells, P, 3); y, x: their rows (n, rows) and columns (fine_w, cols) in the
+    photo; size: the photo's (height, width); fine: the band's cell rows of the finest grid (n, global
+    indices) and that grid's (fine_h, fine_w)."""
+    (h, w), (height, width), (cell_rows, fine_h, fine_w) = coarse.shape[-2:], size, fine
+    device, dtype = guide.device, guide.dtype
+    cells = cell_rows.shape[0] * fine_w
     fy, fx = fine_h // h, fine_w // w
     offsets = torch.arange(-1, 2, device=device, dtype=dtype)
-    cell_y = torch.arange(fine_h, device=device, dtype=dtype).div(fy, rounding_mode="floor")
+    cell_y = cell_rows.to(dtype).div(fy, rounding_mode="floor")
     cell_x = torch.arange(fine_w, device=device, dtype=dtype).div(fx, rounding_mode="floor")
     # the tent weights of the 3 neighbour rows and columns, as logarithms: log(wy wx) = log wy + log wx,
     # and log(1e-12) below where either is 0, as the clamp there
@@ -101,8 +113,8 @@ def _upsample_grid(
     wx = (1.0 - (xs[:, :, None] - (cell_x[:, None, None] + offsets)).abs() / radius).clamp_min(0.0)
     spatial = torch.log(wy)[:, None, :, None, :, None] + torch.log(wx)[None, :, None, :, None, :]
     spatial = spatial.clamp_min(math.log(1e-12)).reshape(cells, -1, 9)
-    near_y = _neighbour_cells(fine_h, fy, h, device)  # (fine_h, 3)
-    near_x = _neighbour_cells(fine_w, fx, w, device)
+    near_y = _neighbour_cells(cell_rows, fy, h)  # (n, 3)
+    near_x = _neighbour_cells(torch.arange(fine_w, device=device), fx, w)
     guide_cells = cell_mean(guide_low, (h, w))[0]  # (3, h, w)
     tap_guides = guide_cells[:, near_y][:, :, :, near_x]  # (3, fine_h, 3, fine_w, 3)
     tap_guides = tap_guides.permute(1, 3, 2, 4, 0).reshape(cells, 9, 3)
@@ -152,16 +164,21 @@ def render_blocked(
     hint: torch.Tensor | None,
     base: torch.Tensor,
     guide_low: torch.Tensor,
+    band: tuple[int | torch.Tensor, int | torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """G'(I) on every pixel of ``image`` (H, W, 3), channels last as a decoded photo lies: (H, W, 3), not
     clipped.
 
     styles: each layer's style A(W) at its grid (``PointwiseGenerator.coarse_styles``); hint: the colour hint
     (1, HINT_CHANNELS, h, w) or None; base: the prior applied to the image (H, W, 3); guide_low: scaled Lab
-    of the working-resolution image (1, 3, r, r), the cells' guide colours.
+    of the working-resolution image (1, 3, r, r), the cells' guide colours. band: (top, full height) when
+    ``image`` is the rows ``top .. top + H`` of a taller photo, starting where a row of the finest grid's
+    cells starts and holding whole cell rows (``inference.onnx_model.band_edges``): a photo rendered band
+    by band is the photo rendered whole, in a fraction of the memory.
     """
     device, dtype = image.device, image.dtype
     height, width = image.shape[0], image.shape[1]
+    top, full_height = band if band is not None else (0, height)
     maps = {f"style{n}": style for n, style in enumerate(styles)}
     if generator.use_hint:
         maps["hint"] = hint if hint is not None else image.new_zeros(1, HINT_CHANNELS, *styles[1].shape[-2:])
@@ -170,26 +187,28 @@ def render_blocked(
         grids.setdefault(tuple(value.shape[-2:]), []).append(key)
     fine_h = max(size[0] for size in grids)
     fine_w = max(size[1] for size in grids)
-    cells = fine_h * fine_w
 
-    row_index, row_place, rows = _cell_layout(height, fine_h, device)
-    col_index, col_place, cols = _cell_layout(width, fine_w, device)
+    cell_rows, row_index, row_place, rows = _row_band(full_height, top, height, fine_h, device)
+    _, col_index, col_place, cols = _row_band(width, 0, width, fine_w, device)
+    bands = cell_rows.shape[0]  # the band's rows of cells
+    cells = bands * fine_w
 
     def blocked(x: torch.Tensor) -> torch.Tensor:
         """(H, W, K) -> (cells, pixels per cell, K), cells row-major, a cell's pixels row-major."""
-        laid = x[row_index][:, col_index].reshape(fine_h, rows, fine_w, cols, x.shape[-1])
+        laid = x[row_index][:, col_index].reshape(bands, rows, fine_w, cols, x.shape[-1])
         return laid.permute(0, 2, 1, 3, 4).reshape(cells, rows * cols, x.shape[-1])
 
     rgb = blocked(image)
     guide = lab_features(rgb.permute(0, 2, 1)[:, :, :, None])[:, :, :, 0].permute(0, 2, 1)  # (cells, P, 3)
     base_pixels = blocked(base)
     # each blocked pixel's row and column in the photo: the upsampler's positions are computed from them
-    y = row_index.to(dtype).reshape(fine_h, rows)
+    y = (row_index + top).to(dtype).reshape(bands, rows)
     x = col_index.to(dtype).reshape(fine_w, cols)
     upsampled: dict[str, torch.Tensor] = {}
     for keys in grids.values():
         coarse = torch.cat([maps[key][0] for key in keys], dim=0)  # (C, h, w)
-        values = _upsample_grid(generator, coarse, guide, guide_low, y, x, (height, width), (fine_h, fine_w))
+        size, fine = (full_height, width), (cell_rows, fine_h, fine_w)
+        values = _upsample_grid(generator, coarse, guide, guide_low, y, x, size, fine)
         start = 0
         for key in keys:
             channels = maps[key].shape[1]
@@ -197,7 +216,7 @@ def render_blocked(
             start += channels
 
     result = base_pixels + _pixel_network(generator, rgb, guide, base_pixels, upsampled)  # (cells, P, 3)
-    laid = result.reshape(fine_h, fine_w, rows, cols, 3).permute(0, 2, 1, 3, 4).reshape(fine_h * rows, -1, 3)
+    laid = result.reshape(bands, fine_w, rows, cols, 3).permute(0, 2, 1, 3, 4).reshape(bands * rows, -1, 3)
     return laid[row_place][:, col_place]
 
 
