@@ -4,8 +4,8 @@ look as a .cube), error message.
 Needs the ``playwright`` Python package and a Chromium at /usr/bin/chromium (``scripts/setup.sh --test``
 installs both; ``RECOLORIZE_CHROMIUM`` names another binary). Without them the test skips locally and
 fails in CI (``CI=true``). ``RECOLORIZE_APP_SCREENSHOT=path.png`` saves a screenshot after the transfer
-(how docs/images/app.png is made) and ``RECOLORIZE_APP_WEIGHTS=model.safetensors`` uses those weights
-instead of a tiny untrained model.
+(how docs/images/app.png is made) and ``RECOLORIZE_APP_WEIGHTS=FOLDER`` uses that exported model (a folder
+``recolorize export`` writes, or a file in it) instead of the tiny one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from recolorize.inference.lut import Lut3D, read_cube
@@ -58,16 +57,11 @@ def sync_playwright():
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, sync_playwright):
-    """`recolorize app` in a subprocess with a tiny seeded model on a free port; stopped afterwards."""
-    from recolorize.config import get_config
-    from recolorize.networks.model import RecolorModel
-
+def app_url(tiny_weights, sync_playwright):
+    """`recolorize app` in a subprocess with the tiny exported model on a free port; stopped afterwards."""
     weights = Path(os.environ.get("RECOLORIZE_APP_WEIGHTS", ""))
     if not weights.name:
-        weights = tmp_path_factory.mktemp("browser-model") / "model.safetensors"
-        torch.manual_seed(0)
-        RecolorModel(get_config("tiny")).save(weights)
+        weights = tiny_weights.parent
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
     cmd = [sys.executable, "-m", "recolorize", "app", "--weights", str(weights), "--port", "0"]
     cmd += ["--preview-size", "512"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from recolorize.app.jobs import AppConfig
@@ -24,14 +23,9 @@ from recolorize.app.validation import HTTPProblem
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    from recolorize.config import get_config
-    from recolorize.networks.model import RecolorModel
-
-    path = tmp_path_factory.mktemp("limits-model") / "model.safetensors"
-    torch.manual_seed(0)
-    RecolorModel(get_config("tiny")).save(path)
-    return path
+def weights(tiny_weights: Path) -> Path:
+    """The tiny exported model folder (conftest's ``tiny_weights``: graphs, config, safetensors)."""
+    return tiny_weights.parent
 
 
 def start(weights: Path, **limits):

@@ -245,7 +245,7 @@ def _config_cases(tiny_weights: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("where", ["beside", "metadata"])
+@pytest.mark.parametrize("where", ["folder", "metadata"])
 @pytest.mark.parametrize(
     "case", ["resolution 4096", "resolution 2048", "resolution 96", "repeated key", "repeated nested key"]
 )
@@ -258,35 +258,88 @@ def test_a_bad_config_is_refused_in_one_line_before_any_model_is_built(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A weight file whose config (its model.json, or its metadata when there is none) asks for a working
-    resolution outside 64-1024, or gives a key twice: one line, exit 2, and no model is built."""
+    """A config that asks for a working resolution outside 64-1024, or gives a key twice: one line, exit 2,
+    and no model is built. "folder": the model.json of an exported model folder, read by ``transfer`` before
+    any photo is decoded or any ONNX Runtime session made; "metadata": a weight file with its config in its
+    metadata only, read by ``export`` before any torch model is built."""
+    import onnxruntime
+
+    import recolorize.imaging
+
     text = _config_cases(tiny_weights)[case]
-    weights = tmp_path / "w" / "model.safetensors"
-    weights.parent.mkdir()
-    if where == "beside":
-        weights.write_bytes(tiny_weights.read_bytes())
-        weights.with_suffix(".json").write_text(text)
+    folder = tmp_path / "w"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    if where == "folder":
+        for file in tiny_weights.parent.iterdir():
+            if file.is_file():
+                (folder / file.name).write_bytes(file.read_bytes())
+        (folder / "model.json").write_text(text)
     else:
         save_file(load_file(str(tiny_weights)), str(weights), metadata={"config": text})
     built: list[object] = []
 
-    def no_model(self: RecolorModel, *args: object, **kwargs: object) -> None:
-        # never built for real: a 4096-px model is what took minutes and, in a test, ~24 GB
-        built.append(args)
-        raise RuntimeError("a model was built")
+    def never(what: str) -> Callable[..., None]:
+        def refuse(*args: object, **kwargs: object) -> None:
+            # never built for real: a 4096-px model is what took minutes and, in a test, ~24 GB
+            built.append(what)
+            raise RuntimeError(f"{what} was reached")
 
-    monkeypatch.setattr(RecolorModel, "__init__", no_model)
+        return refuse
+
+    monkeypatch.setattr(RecolorModel, "__init__", never("a torch model"))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", never("an ONNX Runtime session"))
+    monkeypatch.setattr(recolorize.imaging, "load_image", never("a photo's decoding"))
     source, reference = pair
-    out = tmp_path / "out.png"
-    code, lines = run(
-        ["transfer", str(source), str(reference), "-o", str(out), "--weights", str(weights)], capsys
-    )
+    out = tmp_path / ("out.png" if where == "folder" else "exported")
+    if where == "folder":
+        argv = ["transfer", str(source), str(reference), "-o", str(out), "--weights", str(folder)]
+    else:
+        argv = ["export", str(weights), "-o", str(out)]
+    code, lines = run(argv, capsys)
     assert_one_error_line(code, lines)
     if case.startswith("resolution"):
         assert "resolution must be a multiple of 64 from 64 to 1024" in lines[0], lines
     else:
         assert "given twice" in lines[0], lines
     assert built == [] and not out.exists()
+
+
+EXPORT_RESOLUTIONS = {
+    "4096": ("4096", "resolution must be a multiple of 64 from 64 to 1024, got 4096"),
+    "96": ("96", "resolution must be a multiple of 64 from 64 to 1024, got 96"),
+    "not an integer": ("64.5", "resolution must be an integer, got 64.5"),
+    "true": ("true", "resolution must be an integer, got True"),
+    "not the graph's": ("128", "takes [1, 3, 64, 64] images, not the working resolution 128"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_RESOLUTIONS))
+def test_a_bad_export_resolution_is_refused_in_one_line(
+    case: str, tiny_weights: Path, pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export.json's working resolution (what the predictor graph was traced at) is in the one range and is
+    the graph's own, or the folder is refused in one line (it was a per-photo ONNX Runtime error, or,
+    for 64.5, silently 64)."""
+    from recolorize.inference.pipeline import Recolorizer
+
+    value, message = EXPORT_RESOLUTIONS[case]
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for file in tiny_weights.parent.iterdir():
+        if file.is_file():
+            (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "export.json").write_text(f'{{"resolution": {value}, "opset": 17}}')
+    with pytest.raises(UserError) as error:
+        Recolorizer.from_pretrained(folder)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    source, reference = pair
+    out = tmp_path / "out.png"
+    code, lines = run(
+        ["transfer", str(source), str(reference), "-o", str(out), "--weights", str(folder)], capsys
+    )
+    assert_one_error_line(code, lines)
+    assert message in lines[0] and not out.exists()
 
 
 def test_the_config_and_size_share_one_range(

@@ -10,33 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from recolorize.cli import main
-from recolorize.config import get_config
 from recolorize.inference.pipeline import Recolorizer
-from recolorize.networks.model import RecolorModel
 
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A tiny model whose re-colouring visibly departs from the source.
-
-    An untrained model starts at the identity (small toRGB weights, W-predictor heads near W0_S), so its
-    output would equal the source after 8-bit rounding; scaling those up makes the plumbing observable.
-    """
-    torch.manual_seed(0)
-    model = RecolorModel(get_config("tiny"))
-    with torch.no_grad():
-        for head in model.predictor.heads.values():
-            head.weight.mul_(30.0)
-            head.bias.normal_(0.0, 1.0)
-        for to_rgb in [model.generator.to_rgb_first, *model.generator.to_rgbs]:
-            to_rgb.conv.weight.mul_(20.0)
-    path = tmp_path_factory.mktemp("weights") / "model.safetensors"
-    model.save(path)
-    return path
+# ``tiny_weights`` (conftest): the tiny exported model folder, whose f is given a visible part so that its
+# re-colouring departs from the source (an untrained f is the identity on the prior).
 
 
 @pytest.fixture(scope="module")

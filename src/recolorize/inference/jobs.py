@@ -390,20 +390,14 @@ def _plan_pairs(pairs: Path, output: Path) -> Plan:
 
 def check_model(weights: Path | None, device: str) -> Path:
     """The exported model folder to load (``weights``: the folder, a file in it, or None for the shipped
-    model), resolved once with its config read, and ``device`` checked against this machine: before any
-    photo is decoded, so that a bad folder or a missing GPU is one line at once."""
-    from recolorize.config_json import model_config_from_text
-    from recolorize.errors import WeightsError, one_line
-    from recolorize.inference.onnx_model import CONFIG_FILE
+    model), resolved once with its config and working resolution read, and ``device`` checked against this
+    machine: before any photo is decoded, so that a bad folder or a missing GPU is one line at once."""
+    from recolorize.inference.onnx_model import read_config, read_resolution
     from recolorize.inference.pipeline import check_device, model_folder
 
     check_device(device)
     folder = model_folder(weights)
-    path = folder / CONFIG_FILE
-    try:
-        model_config_from_text(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise WeightsError(f"cannot read the model config {path}: {one_line(error)}") from None
+    read_resolution(folder, read_config(folder))
     return folder
 
 
