@@ -7,7 +7,6 @@ import importlib
 import logging
 import sys
 
-from recolorize import process
 from recolorize.errors import OneLineParser, exit_code, refuse_non_finite_options
 
 __all__ = ["main", "entry", "build_parser"]
@@ -103,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C exit code 130)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in process.PASSIVE_COMMANDS:
-        process.passive_openmp_threads()
     parser = build_parser(only=command)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named by the command they were given to, not by the root parser
