@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
@@ -37,46 +36,77 @@ _COARSEST = 9
 
 
 def _trilinear_weights(colours: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lattice indices (M, 8) and weights (M, 8) of each colour's trilinear blend (flat [r, g, b] index)."""
+    """Lattice indices (M, 8) and weights (M, 8) of each colour's trilinear blend (flat [r, g, b] index);
+    corner (dr, dg, db) is column 4 dr + 2 dg + db."""
     position = np.clip(colours, 0.0, 1.0) * (size - 1)
     base = np.minimum(position.astype(np.int64), size - 2)
     frac = position - base
-    indices, weights = [], []
-    for dr in (0, 1):
-        for dg in (0, 1):
-            for db in (0, 1):
-                corner = base + np.array([dr, dg, db])
-                indices.append((corner[:, 0] * size + corner[:, 1]) * size + corner[:, 2])
-                w = np.where(dr, frac[:, 0], 1.0 - frac[:, 0])
-                w = w * np.where(dg, frac[:, 1], 1.0 - frac[:, 1])
-                weights.append(w * np.where(db, frac[:, 2], 1.0 - frac[:, 2]))
-    return np.stack(indices, axis=1), np.stack(weights, axis=1)
+    ends = np.stack([1.0 - frac, frac], axis=1)  # (M, 2, 3): each axis's weight at its lower, upper point
+    weights = (ends[:, :, None, None, 0] * ends[:, None, :, None, 1]) * ends[:, None, None, :, 2]
+    first = (base[:, 0] * size + base[:, 1]) * size + base[:, 2]
+    return first[:, None] + _corner_offsets(size), weights.reshape(-1, 8)
 
 
-@lru_cache(maxsize=4)
-def _smoothness(size: int, order: int) -> Any:
-    """D^T D for D the ``order``-th differences of the lattice along r, g and b, as a CSR matrix.
+def _corner_offsets(size: int) -> np.ndarray:
+    """The flat index of a cell's 8 corners from its first, in ``_trilinear_weights``' order."""
+    return np.array([(dr * size + dg) * size + db for dr in (0, 1) for dg in (0, 1) for db in (0, 1)])
+
+
+#: The ``order``-th difference along an axis, as weights on consecutive lattice points.
+_STENCILS = {1: (-1.0, 1.0), 2: (1.0, -2.0, 1.0)}
+
+
+def _check_order(order: int) -> None:
+    if order not in _STENCILS:
+        raise ValueError(f"smoothness order must be 1 or 2, got {order}")
+
+
+def _smoothness(u: np.ndarray, order: int) -> np.ndarray:
+    """D^T D u for D the ``order``-th differences of the lattice along r, g and b; ``u`` is (C, S, S, S).
 
     Applied to the offset from the identity: first differences pull it toward a constant (a colour the
     photo lacks gets the offset of its neighbours), second differences toward a multilinear map (the
     nearby mapping is continued, slopes included).
     """
-    import scipy.sparse as sp
-
-    if order not in (1, 2):
-        raise ValueError(f"smoothness order must be 1 or 2, got {order}")
+    _check_order(order)
+    size = u.shape[-1]
     if size <= order:  # too few points to take differences: nothing to smooth
-        return sp.csr_matrix((size**3, size**3))
-    stencil = ([-1.0, 1.0], [0, 1]) if order == 1 else ([1.0, -2.0, 1.0], [0, 1, 2])
-    difference = sp.diags(stencil[0], stencil[1], shape=(size - order, size))
-    eye = sp.identity(size, format="csr")
-    blocks = [
-        sp.kron(sp.kron(difference, eye), eye),
-        sp.kron(sp.kron(eye, difference), eye),
-        sp.kron(sp.kron(eye, eye), difference),
-    ]
-    stacked = sp.vstack(blocks).tocsr()
-    return (stacked.T @ stacked).tocsr()
+        return np.zeros_like(u)
+    if order == 1:  # the same, cheaper: the diagonal, less each point's neighbours along the axes
+        out = u * _smoothness_diagonal(size, order)
+        for axis in (-3, -2, -1):
+            lower: list[slice] = [slice(None)] * u.ndim
+            upper: list[slice] = [slice(None)] * u.ndim
+            lower[axis], upper[axis] = slice(0, size - 1), slice(1, size)
+            out[tuple(lower)] -= u[tuple(upper)]
+            out[tuple(upper)] -= u[tuple(lower)]
+        return out
+    out = np.zeros_like(u)
+    for axis in (-3, -2, -1):
+        differences = np.diff(u, n=order, axis=axis)  # D u along this axis
+        for start, coefficient in enumerate(_STENCILS[order]):  # D^T: each difference back onto its points
+            window: list[slice] = [slice(None)] * u.ndim
+            window[axis] = slice(start, start + size - order)
+            if coefficient == 1.0:
+                out[tuple(window)] += differences
+            elif coefficient == -1.0:
+                out[tuple(window)] -= differences
+            else:
+                out[tuple(window)] += coefficient * differences
+    return out
+
+
+@lru_cache(maxsize=4)
+def _smoothness_diagonal(size: int, order: int) -> np.ndarray:
+    """The diagonal of D^T D (``_smoothness``) on the (size, size, size) lattice, read-only."""
+    _check_order(order)
+    along = np.zeros(size)
+    if size > order:
+        for start, coefficient in enumerate(_STENCILS[order]):
+            along[start : start + size - order] += coefficient * coefficient
+    diagonal = along[:, None, None] + along[None, :, None] + along[None, None, :]
+    diagonal.setflags(write=False)
+    return diagonal
 
 
 def _subsample(source: np.ndarray, output: np.ndarray, max_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,46 +173,116 @@ def _fit_offset(x: np.ndarray, shift: np.ndarray, size: int, smoothness: float, 
     An affine prior's lattice reproduces its map exactly (trilinear interpolation is exact on affine
     maps), so fitting the offset from it is the same fit, and an undetermined point stays on the prior.
     """
-    import scipy.sparse as sp
-
     nodes = size**3
     indices, weights = _trilinear_weights(x, size)
-    rows = np.repeat(np.arange(len(x)), 8)
-    design = sp.csr_matrix((weights.ravel(), (rows, indices.ravel())), shape=(len(x), nodes))
     # both terms times N^3 (one sample per lattice point); h^(3 - 2 order) turns |D u|^2 into the integral
     # of the squared derivative over the unit cube, and the constant makes it 1 at the default size
     spacing = 1.0 / (size - 1)
     reference = (1.0 / (LUT_SIZE - 1)) ** (3 - 2 * order) * (size / LUT_SIZE) ** 3
     weight = smoothness * spacing ** (3 - 2 * order) * (size**3 / LUT_SIZE**3) / reference
-    normal = (design.T @ design) * (nodes / len(x)) + _smoothness(size, order) * weight
-    normal = (normal + sp.identity(nodes, format="csr") * _PRIOR_PULL).tocsr()
-    rhs = np.asarray(design.T @ shift) * (nodes / len(x))
+    normal = _NormalOperator(indices, weights, nodes / len(x), size, order, weight)
+    flat = indices.ravel()
+    rhs = np.stack([np.bincount(flat, (weights * shift[:, c, None]).ravel(), nodes) for c in range(3)])
+    rhs *= nodes / len(x)  # A^T shift, (3, nodes)
     start = None
     if size > _COARSEST and (size - 1) % 2 == 0:
         coarse = _fit_offset(x, shift, (size + 1) // 2, smoothness, order)
         half = (size + 1) // 2
-        start = Lut3D(coarse.reshape(half, half, half, 3)).apply(lattice(size)).reshape(-1, 3)
-    return _solve(normal, rhs, start)
+        start = Lut3D(coarse.reshape(half, half, half, 3)).apply(lattice(size)).reshape(-1, 3).T
+    return _solve(normal, rhs, start).T
 
 
-def _solve(matrix: Any, rhs: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """Conjugate gradients with a Jacobi preconditioner, one channel at a time: the system is symmetric
-    positive definite, and a direct factorisation of the 3D lattice fills in (20 s against < 1 s)."""
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import cg
+class _NormalOperator:
+    """The normal matrix  scale * A^T A  +  weight * D^T D  +  _PRIOR_PULL * I  of the fit, matrix-free.
 
-    preconditioner = sp.diags(1.0 / matrix.diagonal())
-    columns = []
-    for channel in range(rhs.shape[1]):
-        solution, info = cg(
-            matrix,
-            rhs[:, channel],
-            x0=None if start is None else start[:, channel].astype(np.float64),
-            M=preconditioner,
-            rtol=_CG_TOLERANCE,
-            maxiter=_CG_MAX_ITER,
-        )
-        if info < 0:
-            raise RuntimeError(f"the LUT fit did not converge (conjugate gradients: {info})")
-        columns.append(solution)
-    return np.stack(columns, axis=1)
+    A is the trilinear blend of the lattice at the samples: A^T A couples only the 8 corners of a cell, so
+    it is held as one 8 x 8 matrix per cell that holds samples (a photo reaches a few thousand of the 32^3
+    cells). D^T D, the smoothness, is applied by differences along the axes of the (size, size, size)
+    lattice (``_smoothness`` says which).
+    """
+
+    def __init__(
+        self, indices: np.ndarray, weights: np.ndarray, scale: float, size: int, order: int, weight: float
+    ) -> None:
+        _check_order(order)
+        self.size, self.order, self.weight = size, order, weight
+        self.nodes = size**3
+        # the cells holding samples, by the flat index of their first corner, numbered 0..K-1
+        first = indices[:, 0]
+        held = np.zeros(self.nodes, dtype=bool)
+        held[first] = True
+        cells = np.flatnonzero(held)
+        number = np.zeros(self.nodes, dtype=np.int64)
+        number[cells] = np.arange(len(cells))
+        cell_of = number[first]
+        self.corners = cells[:, None] + _corner_offsets(size)  # (K, 8)
+        self.flat_corners = self.corners.ravel()
+        local = np.empty((len(cells), 8, 8))
+        for a in range(8):
+            for b in range(a, 8):
+                local[:, a, b] = np.bincount(cell_of, weights[:, a] * weights[:, b], minlength=len(cells))
+                local[:, b, a] = local[:, a, b]
+        local *= scale
+        self.local = local
+        diagonal = np.bincount(self.flat_corners, np.diagonal(local, axis1=1, axis2=2).ravel(), self.nodes)
+        self.diagonal = diagonal + _smoothness_diagonal(size, order).ravel() * weight + _PRIOR_PULL
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        """The operator on ``u`` (C, nodes), one row a channel."""
+        blended = np.matmul(self.local, u.T[self.corners])  # (K, 8, C): each cell's share of A^T A u
+        flat = self.flat_corners
+        out = np.stack([np.bincount(flat, blended[..., c].ravel(), self.nodes) for c in range(len(u))])
+        if self.size > self.order and self.weight != 0.0:
+            shape = (len(u), self.size, self.size, self.size)
+            smooth = _smoothness(u.reshape(shape), self.order).reshape(out.shape)
+            smooth *= self.weight
+            out += smooth
+        out += u * _PRIOR_PULL
+        return out
+
+
+def _solve(operator: _NormalOperator, rhs: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Conjugate gradients with a Jacobi preconditioner: the system is symmetric positive definite, and a
+    direct factorisation of the 3D lattice fills in (20 s against < 1 s). ``rhs`` and ``start`` are
+    (C, nodes), one row a channel.
+
+    The channels run side by side, each with its own step sizes and its own stop, so each follows the
+    iterations of a solve of its own (those of ``scipy.sparse.linalg.cg``: stop once the residual is below
+    ``_CG_TOLERANCE`` times the right-hand side, at most ``_CG_MAX_ITER`` steps; a zero right-hand side
+    gives zero).
+    """
+    solution = np.zeros_like(rhs) if start is None else np.array(start, dtype=np.float64)
+    inverse = 1.0 / operator.diagonal
+    norms = np.sqrt(np.einsum("ij,ij->i", rhs, rhs))
+    solution[norms == 0] = 0.0
+    channels = np.flatnonzero(norms != 0)
+    x = solution[channels]
+    residual = rhs[channels] - operator(x) if x.any() else rhs[channels]
+    tolerance = _CG_TOLERANCE * norms[channels]
+    direction, rho_previous = np.empty_like(x), np.ones(len(channels))
+    for iteration in range(_CG_MAX_ITER):
+        done = np.sqrt(np.einsum("ij,ij->i", residual, residual)) < tolerance
+        if done.any():  # a channel that has converged leaves the loop with its iterate
+            solution[channels[done]] = x[done]
+            keep = ~done
+            channels, tolerance, rho_previous = channels[keep], tolerance[keep], rho_previous[keep]
+            x, residual, direction = x[keep], residual[keep], direction[keep]
+        if not len(channels):
+            break
+        preconditioned = residual * inverse
+        rho = np.einsum("ij,ij->i", residual, preconditioned)
+        if iteration > 0:
+            direction *= (rho / rho_previous)[:, None]
+            direction += preconditioned
+        else:
+            direction = preconditioned
+        product = operator(direction)
+        alpha = (rho / np.einsum("ij,ij->i", direction, product))[:, None]
+        x += alpha * direction
+        residual -= alpha * product
+        rho_previous = rho
+    else:  # out of steps: the last iterate, as scipy's cg returns it
+        solution[channels] = x
+    if not np.isfinite(solution).all():
+        raise RuntimeError("the LUT fit did not converge (conjugate gradients gave non-finite values)")
+    return solution
