@@ -196,12 +196,13 @@ COMMANDS_WITHOUT_TORCH = {
 
 def test_the_photographers_commands_run_with_torch_unimportable(tmp_path: Path) -> None:
     """``transfer``, ``lut``, ``lut-apply`` (run) and ``app`` (modules imported, model loaded), each in a
-    fresh interpreter where ``import torch`` fails: each succeeds, and torch never enters sys.modules."""
+    fresh interpreter where ``import torch`` and ``import scipy`` fail (the base install has neither): each
+    succeeds, and torch never enters sys.modules."""
     fields = {"source": EXAMPLES / "source.jpg", "reference": EXAMPLES / "reference.jpg", "out": tmp_path}
     for name, argv in COMMANDS_WITHOUT_TORCH.items():
         args = [a.format(**fields) for a in argv]
         code = (
-            "import sys; sys.modules['torch'] = None\n"
+            "import sys; sys.modules['torch'] = None; sys.modules['scipy'] = None\n"
             "from recolorize.cli import main\n"
             f"status = main({args!r})\n"
             "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
