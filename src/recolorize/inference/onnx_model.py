@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Pixels per call of the generator graph: a band of about this many (see ``OnnxModel.generate``).
-BAND_PIXELS = 1 << 16
+BAND_PIXELS = 1 << 15
 #: The graphs of an exported model, by file stem.
 GRAPHS: tuple[str, ...] = ("features", "predictor", "generator")
 #: Every file of an exported model besides the graphs: the config.
@@ -146,7 +146,8 @@ class OnnxModel:
         """G'(I, W_alpha) on every pixel of ``image`` (H, W, 3): (H, W, 3) float32, not clipped.
 
         In bands of about ``BAND_PIXELS`` (whole rows of the finest latent grid's cells: the same numbers as
-        one call), so the graph's temporaries, ~1.2 kB a pixel, stay ~80 MB at any size."""
+        one call), so the graph's temporaries, ~1.2 kB a pixel, stay ~40 MB at any size; 32k pixels a band
+        measured fastest on a 0.26-MP copy (0.28 s, against 0.30 s for 64k, 0.46 s for 4k, 0.68 s whole)."""
         image = np.ascontiguousarray(image, np.float32)
         base = np.ascontiguousarray(base, np.float32)
         height, width = image.shape[:2]

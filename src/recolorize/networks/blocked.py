@@ -82,7 +82,7 @@ def _neighbour_cells(cell_rows: torch.Tensor, factor: int, cells: int) -> torch.
 
 def _upsample_grid(
     generator: PointwiseGenerator,
-    coarse: torch.Tensor,
+    coarse: list[torch.Tensor],
     guide: torch.Tensor,
     guide_low: torch.Tensor,
     y: torch.Tensor,
@@ -90,14 +90,14 @@ def _upsample_grid(
     size: tuple[int | torch.Tensor, int],
     fine: tuple[torch.Tensor, int, int],
 ) -> torch.Tensor:
-    """One grid's maps ``coarse`` (C, h, w) carried to the blocked pixels, (cells, P, C): the guided
-    upsampling's weights (``GuidedUpsampler.plan``: tent times colour similarity over the 3 x 3 neighbour
-    cells, softmax) and one batched product per cell.
+    """One grid's maps ``coarse`` (each (C, h, w)) carried to the blocked pixels, each (cells, P, C): the
+    guided upsampling's weights (``GuidedUpsampler.plan``: tent times colour similarity over the 3 x 3
+    neighbour cells, softmax), then one batched product per cell and map.
 
     guide: the pixels' scaled Lab (cells, P, 3); y, x: their rows (n, rows) and columns (fine_w, cols) in the
     photo; size: the photo's (height, width); fine: the band's cell rows of the finest grid (n, global
     indices) and that grid's (fine_h, fine_w)."""
-    (h, w), (height, width), (cell_rows, fine_h, fine_w) = coarse.shape[-2:], size, fine
+    (h, w), (height, width), (cell_rows, fine_h, fine_w) = coarse[0].shape[-2:], size, fine
     device, dtype = guide.device, guide.dtype
     cells = cell_rows.shape[0] * fine_w
     fy, fx = fine_h // h, fine_w // w
@@ -123,8 +123,9 @@ def _upsample_grid(
     distance = (distance + tap_guides.pow(2).sum(-1)[:, None, :]).clamp_min(0.0)
     inv = 0.5 / torch.exp(2.0 * generator.upsampler.log_sigma).clamp_min(1e-6)
     weights = torch.softmax(spatial - distance * inv, dim=-1)  # (cells, P, 9)
-    taps = coarse[:, near_y][:, :, :, near_x]  # (C, fine_h, 3, fine_w, 3)
-    return torch.bmm(weights, taps.permute(1, 3, 2, 4, 0).reshape(cells, 9, -1))  # (cells, P, C)
+    # one product per map (not one for the grid's maps concatenated, then sliced: ONNX Runtime copies slices)
+    taps = [grid[:, near_y][:, :, :, near_x].permute(1, 3, 2, 4, 0).reshape(cells, 9, -1) for grid in coarse]
+    return [torch.bmm(weights, tap) for tap in taps]  # (cells, P, C) each
 
 
 def _pixel_network(
@@ -140,7 +141,8 @@ def _pixel_network(
     if generator.use_prior:
         inputs.append(base.clamp(0.0, 1.0) * 2.0 - 1.0)
     if generator.use_hint:
-        inputs.append(upsampled["hint"][:, :, :HINT_CHANNELS])
+        hint = upsampled["hint"]
+        inputs.append(hint if hint.shape[-1] == HINT_CHANNELS else hint[:, :, :HINT_CHANNELS])
     hidden = torch.cat(inputs, dim=-1)
     gain = math.sqrt(2)
     for n, conv in enumerate([*generator.layers, generator.to_rgb]):
@@ -206,14 +208,10 @@ def render_blocked(
     x = col_index.to(dtype).reshape(fine_w, cols)
     upsampled: dict[str, torch.Tensor] = {}
     for keys in grids.values():
-        coarse = torch.cat([maps[key][0] for key in keys], dim=0)  # (C, h, w)
+        coarse = [maps[key][0] for key in keys]  # (C, h, w) each
         size, fine = (full_height, width), (cell_rows, fine_h, fine_w)
         values = _upsample_grid(generator, coarse, guide, guide_low, y, x, size, fine)
-        start = 0
-        for key in keys:
-            channels = maps[key].shape[1]
-            upsampled[key] = values[:, :, start : start + channels]
-            start += channels
+        upsampled.update(zip(keys, values, strict=True))
 
     result = base_pixels + _pixel_network(generator, rgb, guide, base_pixels, upsampled)  # (cells, P, 3)
     laid = result.reshape(bands, fine_w, rows, cols, 3).permute(0, 2, 1, 3, 4).reshape(bands * rows, -1, 3)
