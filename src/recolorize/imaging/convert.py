@@ -82,7 +82,7 @@ def resize_for_network(image: torch.Tensor, size: int | tuple[int, int]) -> torc
 
     Bilinear with ``antialias=True`` is an area-weighted (triangle) filter when shrinking and plain
     bilinear when enlarging, so a 12-MP photo shrunk to 256 does not alias; pixel centres are aligned
-    (``align_corners=False``), matching the coefficient upsampling of ``fullres.apply_affine``.
+    (``align_corners=False``), matching the coefficient upsampling of the carry-up (``inference.carry``).
     """
     import torch.nn.functional as F  # here, so that importing the codec does not import torch
 
