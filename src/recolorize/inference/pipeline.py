@@ -42,7 +42,7 @@ from PIL import Image
 
 from recolorize.errors import UserError, WeightsError
 from recolorize.imaging import LoadedImage, load_image, resize_array, takes_8bit_srgb, to_pil, to_uint8
-from recolorize.inference.carry import carry_up
+from recolorize.inference.carry import carry_up, return_free_memory
 from recolorize.inference.lut.table import Lut3D, apply_lut
 from recolorize.inference.onnx_model import OnnxModel, PredictedMaps, is_model_folder, onnx_providers
 from recolorize.prior import PRIOR_SIZE, descriptors, fit_prior, lerp_lattice, network_input
@@ -200,14 +200,20 @@ class Recolorizer:
         reference_images = [r if isinstance(r, LoadedImage) else load_image(r) for r in references]
         loaded = time.perf_counter()
         copy = carry_copy(source_image)
+        if copy is not None:
+            return_free_memory()  # the resize's plane copies, before the networks run
         source_rgb = copy if copy is not None else source_image.rgb
         reference_rgbs = [_smaller(image) for image in reference_images]
         r = self.resolution
         source_low = image_copy(source_rgb, (r, r))
         references_low = np.concatenate([image_copy(rgb, (r, r)) for rgb in reference_rgbs])
         predicted = self.model.predict(source_low, references_low)
+        if copy is not None:
+            return_free_memory()  # P_W's activations, before the prior's
         predicted_at = time.perf_counter()
         lattice = self._lattice_prior(source_rgb, reference_rgbs, reference_images)
+        if copy is not None:
+            return_free_memory()  # the networks' activations, before the rendering
         done = time.perf_counter()
         return PreparedPair(
             source=source_image,
@@ -307,6 +313,7 @@ class Recolorizer:
         np.clip(rendered, 0.0, 1.0, out=rendered)
         generated = time.perf_counter()
         if carried:
+            return_free_memory()  # the generator's bands, before the full-size output
             result = np.empty((height, width, 3), dtype=dtype)
             carry_up(source.rgb, image, rendered, result)
         elif dtype == np.uint8:
