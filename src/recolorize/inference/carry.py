@@ -18,13 +18,11 @@ memory stays bounded at any size. The maths is ``docs/architecture.md``'s carry-
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-__all__ = ["CARRY_EPS", "CARRY_RADIUS", "apply_affine", "carry_up", "fit_local_affine", "return_free_memory"]
+from recolorize.inference.threads import in_threads, return_free_memory
+
+__all__ = ["CARRY_EPS", "CARRY_RADIUS", "apply_affine", "carry_up", "fit_local_affine"]
 
 #: Window radius (copy pixels) and ridge toward the identity ((colour units)^2): measured against the
 #: direct rendering of whole 1.2-MP photos (``benchmarks/carry_fidelity.py``, mean dE2000 0.64).
@@ -35,49 +33,6 @@ TILE_PIXELS = 1 << 16
 #: Copy rows fitted at a time (plus ``2 radius`` rows above and below): ~40 float64 planes of a strip of
 #: a 0.26-MP copy stay ~10 MB.
 FIT_STRIP_ROWS = 32
-
-
-def threads() -> int:
-    """Threads for the tile loops: the cores this process may use (NumPy releases the GIL in its loops)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def for_each(function: Callable[[int], None], items: Sequence[int]) -> None:
-    """``function`` on every item, in a few threads; each writes only its own rows of a shared output."""
-    count = min(threads(), len(items))
-    if count <= 1:
-        for item in items:
-            function(item)
-        return
-    with ThreadPoolExecutor(count, thread_name_prefix="recolorize-tile") as pool:
-        for future in [pool.submit(function, item) for item in items]:
-            future.result()
-
-
-def return_free_memory() -> None:
-    """Hand the memory freed so far back to the system (glibc's ``malloc_trim``; nothing elsewhere).
-
-    Why: the freed temporaries of one step (the copy's resize, the networks' activations, the generator's
-    bands, the fit's strips) stay in malloc's heap, in pieces the next step's buffers do not fit, so a large
-    photo's peak grew step by step: a 12-MP transfer held 378 MB after ``prepare`` and 268 MB after a trim
-    (~1 ms a call). Only for large photos: on small ones the pages only fault back in for the next.
-    """
-    global _trim
-    if _trim is None:
-        try:
-            import ctypes
-
-            _trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _trim = False
-    if _trim:
-        _trim(0)
-
-
-_trim: Callable[[int], int] | bool | None = None
 
 
 def _box_axis(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
@@ -127,7 +82,7 @@ def fit_local_affine(
         dmat[:, :, top:bottom] = part_d[:, :, top - first : bottom - first]
         c[:, top:bottom] = part_c[:, top - first : bottom - first]
 
-    for_each(fit_strip, range(0, height, FIT_STRIP_ROWS))
+    in_threads(fit_strip, range(0, height, FIT_STRIP_ROWS))
     return dmat, c
 
 
@@ -213,12 +168,16 @@ def apply_affine(source: np.ndarray, dmat: np.ndarray, c: np.ndarray, out: np.nd
             np.rint(tile, out=tile)
         out[top:bottom] = tile
 
-    for_each(apply_tile, range(0, height, rows))
+    in_threads(apply_tile, range(0, height, rows))
 
 
-def carry_up(source: np.ndarray, copy: np.ndarray, rendered: np.ndarray, out: np.ndarray) -> None:
+def carry_up(
+    source: np.ndarray, copy: np.ndarray, rendered: np.ndarray, out: np.ndarray, trim: bool = False
+) -> None:
     """Write into ``out`` (the source's size, float32 or uint8) the change ``copy -> rendered`` fitted on the
-    copy and applied to ``source`` (module docstring)."""
+    copy and applied to ``source`` (module docstring). ``trim``: hand the fit's freed strips back to the
+    system before the full-size pass (a large photo: ``pipeline.TRIM_PIXELS``)."""
     dmat, c = fit_local_affine(copy, rendered, CARRY_RADIUS, CARRY_EPS)
-    return_free_memory()  # the fit's strips, before the full-size pass
+    if trim:
+        return_free_memory()
     apply_affine(source, dmat, c, out)

@@ -27,7 +27,6 @@ import contextlib
 import csv
 import logging
 import multiprocessing
-import os
 import signal
 import sys
 from collections import deque
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from recolorize.config import resolution_problem
 from recolorize.errors import UserError, one_line
 from recolorize.image_formats import PHOTO_SUFFIXES
+from recolorize.inference.threads import cores
 from recolorize.io_utils import is_hidden, name_problem, output_file_problem
 
 if TYPE_CHECKING:
@@ -619,7 +619,7 @@ def run_transfer(
     if plan.shared_reference is not None:
         with held_logs():
             run.references.get(plan.shared_reference)
-    workers = worker_count(settings.jobs, len(todo), os.cpu_count() or 1) if plan.batch else 1
+    workers = worker_count(settings.jobs, len(todo), cores()) if plan.batch else 1
     if workers == 1 and plan.batch:
         run.model()  # a batch's model error is the command's, not each photo's
     outcomes = _in_pool(run, todo, workers) if workers > 1 else (_attempt(run, job) for job in todo)
@@ -648,14 +648,6 @@ def _attempt(run: _Run, job: Job) -> tuple[Job, BaseException | None]:
 # ---------------------------------------------------------------------------------- worker processes
 
 
-def _cores() -> int:
-    """The cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def worker_count(jobs: int, photos: int, cores: int) -> int:
     """Processes for ``jobs``: no more than the photos to do and the cores (a process beyond the cores
     adds only its memory); 1 means the batch runs in this process."""
@@ -677,7 +669,7 @@ def _in_pool(run: _Run, todo: list[Job], workers: int) -> Iterator[tuple[Job, Ba
             run.settings,
             run.weights,
             logging.getLogger("recolorize").getEffectiveLevel(),
-            max(1, _cores() // workers),
+            max(1, cores() // workers),
         ),
     )
     pending: deque[tuple[Job, Future]] = deque()

@@ -17,7 +17,6 @@ not parse, is one ``WeightsError`` line naming the file (ONNX files hold no code
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from recolorize.config import ModelConfig, resolution_problem
 from recolorize.config_json import model_config_from_text
 from recolorize.errors import UserError, WeightsError, one_line
+from recolorize.inference.threads import cores
 
 __all__ = [
     "GRAPHS",
@@ -91,7 +91,7 @@ class OnnxModel:
         providers = onnx_providers(device)
         self.device = str(device)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads if threads is not None else _cores()
+        options.intra_op_num_threads = threads if threads is not None else cores()
         options.inter_op_num_threads = 1
         # idle threads sleep rather than spin: between the graphs the process runs NumPy (the prior, the
         # carry-up, a LUT) on the same cores, and spinning ONNX Runtime threads took them from it (5 BSDS
@@ -208,11 +208,3 @@ def band_edges(height: int, cells: int, band_cells: int) -> list[int]:
     band must hold whole cell rows: ``networks.blocked.render_blocked``)."""
     starts = {(k * height + cells - 1) // cells for k in range(0, cells, band_cells)}
     return sorted(starts | {height})
-
-
-def _cores() -> int:
-    """The cores this process may use (ONNX Runtime's own default counts the machine's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)

@@ -42,9 +42,10 @@ from PIL import Image
 
 from recolorize.errors import UserError, WeightsError
 from recolorize.imaging import LoadedImage, load_image, resize_array, takes_8bit_srgb, to_pil, to_uint8
-from recolorize.inference.carry import carry_up, return_free_memory
+from recolorize.inference.carry import carry_up
 from recolorize.inference.lut.table import Lut3D, apply_lut
 from recolorize.inference.onnx_model import OnnxModel, PredictedMaps, is_model_folder, onnx_providers
+from recolorize.inference.threads import return_free_memory
 from recolorize.prior import PRIOR_SIZE, descriptors, fit_prior, lerp_lattice, network_input
 
 __all__ = [
@@ -63,6 +64,11 @@ DIRECT_MAX_PIXELS = 1 << 19
 #: measured against the direct rendering of whole 1.2-MP photos (``benchmarks/carry_fidelity.py``),
 #: 0.26 MP with radius 1 is closer (mean dE2000 0.64) than 0.5 MP with radius 3 (0.88), at half the time.
 CARRY_PIXELS = 1 << 18
+#: Above this many pixels a photo's freed memory is handed back to the system between steps
+#: (``threads.return_free_memory``: 12 MP peaked 421-466 MB without, 394-404 MB with). Below it the pages
+#: would only fault back in for the next photo of a batch (torch-era measurement: 20 1-MP photos took 420k
+#: minor page faults with the trims and 124k-255k without, 1.2 s against 0.7-1.0 s of system time).
+TRIM_PIXELS = 4_000_000
 #: Most references one pair may have (the app's limit too): P_W's attention grows with their number.
 MAX_REFERENCES = 4
 
@@ -154,7 +160,6 @@ class Recolorizer:
     def __init__(self, model: OnnxModel) -> None:
         self.model = model
         self.config = model.config
-        self._resolution = model.resolution
         # the last single reference's prior descriptors: a folder re-coloured after one reference computes
         # them once (weakref to the decoded reference, its descriptors)
         self._prior_memo: tuple[weakref.ref, np.ndarray] | None = None
@@ -171,7 +176,7 @@ class Recolorizer:
     @property
     def resolution(self) -> int:
         """The working resolution r of P_W (the one the graphs were exported at)."""
-        return self._resolution
+        return self.model.resolution
 
     @resolution.setter
     def resolution(self, value: int | None) -> None:
@@ -200,7 +205,8 @@ class Recolorizer:
         reference_images = [r if isinstance(r, LoadedImage) else load_image(r) for r in references]
         loaded = time.perf_counter()
         copy = carry_copy(source_image)
-        if copy is not None:
+        trims = source_image.height * source_image.width > TRIM_PIXELS
+        if trims:
             return_free_memory()  # the resize's plane copies, before the networks run
         source_rgb = copy if copy is not None else source_image.rgb
         reference_rgbs = [_smaller(image) for image in reference_images]
@@ -208,11 +214,11 @@ class Recolorizer:
         source_low = image_copy(source_rgb, (r, r))
         references_low = np.concatenate([image_copy(rgb, (r, r)) for rgb in reference_rgbs])
         predicted = self.model.predict(source_low, references_low)
-        if copy is not None:
+        if trims:
             return_free_memory()  # P_W's activations, before the prior's
         predicted_at = time.perf_counter()
         lattice = self._lattice_prior(source_rgb, reference_rgbs, reference_images)
-        if copy is not None:
+        if trims:
             return_free_memory()  # the networks' activations, before the rendering
         done = time.perf_counter()
         return PreparedPair(
@@ -313,9 +319,11 @@ class Recolorizer:
         np.clip(rendered, 0.0, 1.0, out=rendered)
         generated = time.perf_counter()
         if carried:
-            return_free_memory()  # the generator's bands, before the full-size output
+            trim = height * width > TRIM_PIXELS
+            if trim:
+                return_free_memory()  # the generator's bands, before the full-size output
             result = np.empty((height, width, 3), dtype=dtype)
-            carry_up(source.rgb, image, rendered, result)
+            carry_up(source.rgb, image, rendered, result, trim)
         elif dtype == np.uint8:
             result = to_uint8(rendered)
         else:

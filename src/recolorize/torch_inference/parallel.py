@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import torch
 
+from recolorize.inference.threads import return_free_memory
+
 __all__ = ["for_each", "one_thread", "return_free_memory"]
 
 Item = TypeVar("Item")
@@ -73,26 +75,3 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def return_free_memory() -> None:
-    """Hand the memory freed so far back to the system (glibc's ``malloc_trim``; nothing elsewhere).
-
-    Why: between the steps of a full-resolution transfer the freed temporaries of one step (bands of the
-    direct rendering, float64 strips of the fit) stay in malloc's heap in pieces the next step's buffers do
-    not fit, so the peak grew step by step: trimming before the fit and before the full-size pass took a
-    12-MP transfer from ~615 MB to ~575 MB, at ~1 ms a call.
-    """
-    global _trim
-    if _trim is None:
-        try:
-            import ctypes
-
-            _trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _trim = False
-    if _trim:
-        _trim(0)
-
-
-_trim: Callable[[int], int] | bool | None = None

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 import weakref
@@ -51,6 +50,8 @@ from PIL import Image
 from recolorize.config import ModelConfig
 from recolorize.errors import UserError, WeightsError, one_line
 from recolorize.imaging import LoadedImage, load_image, resize_for_network, takes_8bit_srgb, to_pil, to_uint8
+from recolorize.inference.carry import CARRY_EPS, CARRY_RADIUS
+from recolorize.inference.pipeline import TRIM_PIXELS, carry_size
 from recolorize.networks.blocked import render_image
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
@@ -66,24 +67,9 @@ __all__ = [
     "check_device",
 ]
 
-#: Largest photo (pixels) on which the direct rendering evaluates the generator on every pixel (0.5 MP:
-#: ~0.2 s on two cores); the benchmark's photos (481x321) are all rendered so.
-DIRECT_MAX_PIXELS = 1 << 19
-#: A larger photo is rendered on a copy of this many pixels and carried to its own size by a local affine
-#: colour transform fitted there (window radius ``CARRY_RADIUS``, ridge ``CARRY_EPS``; fullres.py).
-#: Measured against the direct rendering of whole 1.2-MP photos (20 DPST sources upscaled 2x with sensor
-#: noise, ``benchmarks/carry_fidelity.py``): 0.26 MP, radius 1, eps 3e-6 is closer on average (mean
-#: dE2000 0.64) than the 0.5 MP, radius 3, eps 3e-5 used before (0.88), with the same worst pixels (99.9th
-#: percentile 6.6 for both), at half the rendering and fitting time; 0.13 MP was faster still but its
-#: worst pixels were worse (8.4), at edges between differently re-coloured regions.
-CARRY_PIXELS = 1 << 18
-CARRY_RADIUS = 1
-CARRY_EPS = 3e-6
-#: Above this many pixels the freed memory of each step is handed back to the system before the next step
-#: (``parallel.return_free_memory``: a 12-MP photo peaks ~25 MB lower). Below it the pages would only fault
-#: back in for the next photo of a batch: 20 1-MP photos took 420k minor page faults with the trims and
-#: 124k-255k without (1.2 s against 0.7-1.0 s of system time, two jobs on 2 cores).
-TRIM_PIXELS = 4_000_000
+# The two pipelines' one set of sizes (direct rendering up to DIRECT_MAX_PIXELS, else a CARRY_PIXELS copy
+# carried up with CARRY_RADIUS / CARRY_EPS, memory trimmed above TRIM_PIXELS): the ONNX pipeline's, so that
+# they cannot drift apart
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +101,9 @@ def smaller_rgb(image: LoadedImage) -> np.ndarray:
     """The pixels a photo's network copies are made from: over ``DIRECT_MAX_PIXELS``, its ``CARRY_PIXELS``
     copy (as ``recolorize.inference.pipeline.carry_copy`` makes them, so the two pipelines agree), else
     the photo itself."""
-    height, width = image.height, image.width
-    if height * width <= DIRECT_MAX_PIXELS:
+    size = carry_size(image.height, image.width)
+    if size is None:
         return image.rgb
-    scale = math.sqrt(CARRY_PIXELS / (height * width))
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
     full = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None]
     return resize_for_network(full, size)[0].permute(1, 2, 0).contiguous().numpy()
 
@@ -379,9 +363,8 @@ class TorchRecolorizer:
         size by the local affine transform fitted there (detail finer than the copy comes from the source
         itself)."""
         height, width = source_full.shape[-2:]
-        if height * width > DIRECT_MAX_PIXELS:
-            scale = math.sqrt(CARRY_PIXELS / (height * width))
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        size = carry_size(height, width)
+        if size is not None:
             source_mid = resize_for_network(source_full, size)
             rendered = self._render_pointwise(prepared, source_mid, maps, conditioning)
             trim = height * width > TRIM_PIXELS

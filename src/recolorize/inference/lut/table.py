@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from recolorize.inference.threads import cores, in_threads
 from recolorize.prior.lattice import identity_lattice
 
 __all__ = ["LUT_SIZE", "Lut3D", "lattice", "apply_lut", "apply_lut_8bit", "as_unit"]
@@ -176,23 +177,14 @@ def _threads() -> int:
     try:
         wanted = int(os.environ.get("OMP_NUM_THREADS", ""))
     except ValueError:
-        wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        wanted = cores()
     return max(1, min(4, wanted))
 
 
 def _in_threads(work: Callable[[int], None], starts: range) -> None:
-    """``work(start)`` for each start, over ``_threads()`` threads when there is more than one piece; each
-    piece writes its own slice, so the result does not depend on the thread count."""
-    threads = min(_threads(), len(starts))
-    if threads <= 1:
-        for start in starts:
-            work(start)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="lut") as pool:
-        for _ in pool.map(work, starts):  # (re-raises a piece's error)
-            pass
+    """``work(start)`` for each start over ``_threads()`` threads (``threads.in_threads``); each piece writes
+    its own slice, so the result does not depend on the thread count."""
+    in_threads(work, starts, _threads())
 
 
 def _exact(lut: Lut3D, colours: np.ndarray, threaded: bool) -> np.ndarray:
