@@ -6,10 +6,11 @@ prior's error against ground truth where a benchmark has it.
 
 For each pair: both photos are shrunk to 384 x 384 and described by the frozen EfficientNet-Lite0 (timed
 apart: "network", the part ONNX Runtime will run), then the NumPy prior matches the 2,304 cells and fits
-the robust cubic and the cross-validated lattice ("match + fit", the part the issue bounds at 0.2 s), then
-the lattice is applied to the full-resolution source ("apply"). With a ``target`` column, the mean MAE
-(0-255) and CIEDE2000 of the prior's output, of the cubic alone and of the source, and which smoothness
-cross-validation picked.
+the robust cubic and the cross-validated lattice and reads the local field off the residuals ("match + fit",
+``prior.pair_prior``, the part the issue bounds at 0.2 s), then the lattice is applied to the full-resolution
+source ("apply") and the field sliced at its pixels ("local field"). With a ``target`` column, the mean MAE
+(0-255) and CIEDE2000 of the prior's output with and without its local field, of the cubic alone and of the
+source, and which smoothness cross-validation picked.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from recolorize.evaluation.metrics import delta_e2000, mae
 from recolorize.imaging import load_image
 from recolorize.networks.backbones import build_semantic_backbone
 from recolorize.networks.prior_features import prior_copy, prior_descriptors
-from recolorize.prior import apply_cubic, apply_lattice, fit_prior
+from recolorize.prior import apply_cubic, apply_lattice, apply_local_field, fit_prior, pair_prior
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     semantic = build_semantic_backbone("efficientnet_lite0")
     rows = list(csv.DictReader(args.pairs.open()))[: args.n]
     root = args.pairs.parent
-    seconds: dict[str, list[float]] = {"network": [], "match + fit": [], "apply": []}
+    seconds: dict[str, list[float]] = {"network": [], "match + fit": [], "apply": [], "local field": []}
     scores: dict[str, list[float]] = {}
     picked: Counter[float] = Counter()
     for row in rows:
@@ -53,18 +54,32 @@ def main() -> None:
         copies = [prior_copy(source), prior_copy(reference)]
         described = prior_descriptors(semantic, copies)
         networked = time.perf_counter()
-        fit, _ = fit_prior(copies[0], copies[1], described[0], described[1])
+        prior = pair_prior(copies[0], [copies[1]], described[0], [described[1]])
         fitted = time.perf_counter()
-        output = np.clip(apply_lattice(fit.lattice, source), 0.0, 1.0)
+        lattice_only = apply_lattice(prior.lattice, source)
         applied = time.perf_counter()
+        if prior.local is not None:
+            output = np.clip(lattice_only + apply_local_field(prior.local, source), 0.0, 1.0)
+        else:
+            output = np.clip(lattice_only, 0.0, 1.0)
+        sliced = time.perf_counter()
         seconds["network"].append(networked - start)
         seconds["match + fit"].append(fitted - networked)
         seconds["apply"].append(applied - fitted)
+        seconds["local field"].append(sliced - applied)
+        fit, _ = fit_prior(copies[0], copies[1], described[0], described[1])  # untimed: its cubic and lambda
         picked[fit.smoothness] += 1
         if row.get("target"):
             target = load_image(root / row["target"]).rgb
             cubic = np.clip(apply_cubic(fit.cubic, source.reshape(-1, 3)).reshape(source.shape), 0, 1)
-            for name, image in (("prior", output), ("cubic alone", cubic), ("source", source)):
+            lattice_only = np.clip(lattice_only, 0.0, 1.0)
+            named = (
+                ("prior", output),
+                ("lattice alone", lattice_only),
+                ("cubic alone", cubic),
+                ("source", source),
+            )
+            for name, image in named:
                 image = image.astype(np.float32)
                 scores.setdefault(f"{name} MAE", []).append(mae(image, target))
                 scores.setdefault(f"{name} dE2000", []).append(delta_e2000(image, target))

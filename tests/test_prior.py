@@ -118,7 +118,7 @@ def test_real_descriptors_match_a_regraded_reframed_photo(shared_data, flip: boo
     from PIL import Image
 
     from recolorize.networks.backbones import build_semantic_backbone
-    from recolorize.networks.prior_features import pair_prior
+    from recolorize.networks.prior_features import photos_prior
 
     photo = sorted((shared_data / "bsds500" / "images" / "test").glob("*.jpg"))[3]
     source = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32) / 255.0
@@ -126,10 +126,10 @@ def test_real_descriptors_match_a_regraded_reframed_photo(shared_data, flip: boo
     height, width = source.shape[:2]
     reference = graded[height // 8 :, : width - width // 6]
     reference = reference[:, ::-1] if flip else reference
-    lattice = pair_prior(
+    prior = photos_prior(
         build_semantic_backbone("efficientnet_lite0"), source, [np.ascontiguousarray(reference)]
     )
-    error = np.abs(apply_lattice(lattice, source) - graded).mean() * 255
+    error = np.abs(apply_lattice(prior.lattice, source) - graded).mean() * 255
     assert error < 0.25 * np.abs(source - graded).mean() * 255
     assert error < 4.0
 

@@ -89,3 +89,41 @@ def test_the_training_cache_stores_the_prior_fitted_on_its_384_px_crops(shared_d
     target = cache.image("target", index).permute(1, 2, 0).numpy()
     mapped = np.clip(apply_lattice(cache.tensors["prior"][index].numpy(), source), 0.0, 1.0)
     assert np.abs(mapped - target).mean() < 0.7 * np.abs(source - target).mean()
+    # and the local field inference reads off the same matches, which stage 3 adds to f's base
+    assert cache.tensors["local_offsets"].shape == cache.tensors["local_colours"].shape == (3, 48, 48, 3)
+    assert item["local_offsets"].shape == (48, 48, 3)
+    assert torch.isfinite(cache.tensors["local_offsets"]).all()
+
+
+def test_stage_3_puts_the_local_field_into_the_base_f_works_on() -> None:
+    """With a cached local field, f's base is the lattice's colour plus the field sliced at each pixel
+    (``prior.apply_local_field``), as inference gives it; the subsampled grid training evaluates sees the
+    same base as the full image, sampled."""
+    from recolorize.config import get_config
+    from recolorize.networks.colour_prior import apply_colour_affine
+    from recolorize.networks.model import RecolorModel
+    from recolorize.networks.pointwise import Conditioning
+    from recolorize.prior import LocalField, apply_local_field, identity_lattice
+
+    torch.manual_seed(0)
+    tiny_model = RecolorModel(get_config("tiny-lut")).eval()
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 64, 64, generator=generator)
+    lattice = torch.from_numpy(np.stack([identity_lattice(9) * 0.9, identity_lattice(9)])).permute(
+        0, 4, 1, 2, 3
+    )
+    offsets = torch.rand(2, 8, 8, 3, generator=generator) * 0.2 - 0.1
+    colours = torch.rand(2, 8, 8, 3, generator=generator)
+    conditioning = tiny_model.with_local_field(Conditioning(prior=lattice), image, offsets, colours)
+    expected = apply_local_field(
+        LocalField(offsets[1].numpy(), colours[1].numpy()), image[1].permute(1, 2, 0).numpy()
+    )
+    base = conditioning.base[1].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(base, image[1].permute(1, 2, 0).numpy() + expected, atol=1e-5)
+    assert not torch.allclose(conditioning.base, apply_colour_affine(lattice, image))
+    with torch.no_grad():
+        tiny_model.generator.to_rgb.weight.normal_(0.0, 0.5)  # f is zero at initialisation: give it a part
+        maps = tiny_model.expand(tiny_model.self_maps(image))
+        full = tiny_model.generate(image, maps, conditioning)
+        sampled = tiny_model.generate(image, maps, conditioning, stride=2, phase=(1, 0))
+    torch.testing.assert_close(sampled, full[:, :, 1::2, 0::2], atol=1e-5, rtol=1e-4)

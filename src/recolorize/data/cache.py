@@ -56,7 +56,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 CACHE_FILE = "cache.json"
-CACHE_VERSION = 1
+#: 2: a prior cache also stores the local field (local_offsets, local_colours).
+CACHE_VERSION = 2
 IMAGE_KEYS = ("source", "target", "reference")
 FEATURE_KEYS = ("semantic_source", "semantic_reference", "fine_source", "fine_reference")
 
@@ -145,7 +146,7 @@ def build_cache(
             tmp.write_text(json.dumps(meta, indent=2) + "\n")
     maker = _TripleMaker(photos, settings)
     backbone = build_semantic_backbone(settings.backbone)
-    keys = IMAGE_KEYS + FEATURE_KEYS + (("prior",) if settings.prior_size else ())
+    keys = IMAGE_KEYS + FEATURE_KEYS + (PRIOR_KEYS if settings.prior_size else ())
     shards = math.ceil(settings.items / settings.shard_size)
     todo = [k for k in range(shards) if not (out / f"shard_{k:05d}.safetensors").is_file()]
     bar = tqdm(total=settings.items, desc="cache", unit="triple", disable=not progress)
@@ -159,7 +160,8 @@ def build_cache(
         for first in range(start, stop, batch):
             items = [maker[i] for i in range(first, min(stop, first + batch))]
             if settings.prior_size:
-                tensors["prior"].append(_priors(backbone, items))
+                for key, value in _priors(backbone, items).items():
+                    tensors[key].append(value)
                 items = [
                     {k: resize_for_network(v[None], settings.resolution)[0] for k, v in item.items()}
                     for item in items
@@ -180,20 +182,37 @@ def build_cache(
     return out
 
 
-def _priors(backbone: torch.nn.Module, items: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """The prior lattice of each triple (source -> reference), from its crops as they are, (N, S, S, S, 3)."""
+#: What a cache built with ``prior_size`` stores per triple beside the images (``_priors``).
+PRIOR_KEYS = ("prior", "local_offsets", "local_colours")
+
+
+def _priors(backbone: torch.nn.Module, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The prior of each triple (source -> reference), from its crops as they are, as inference reads it
+    (``prior.pair_prior``): the lattice (N, S, S, S, 3) and the local field's offsets and cell colours
+    (N, 48, 48, 3) each (zero offsets where the crops share too little content)."""
     from recolorize.networks.prior_features import prior_descriptors
-    from recolorize.prior import fit_prior
+    from recolorize.prior import pair_prior
 
     copies = [
         item[role].permute(1, 2, 0).contiguous().numpy() for item in items for role in ("source", "reference")
     ]
     described = prior_descriptors(backbone, copies)
-    lattices = [
-        fit_prior(copies[2 * k], copies[2 * k + 1], described[2 * k], described[2 * k + 1])[0].lattice
-        for k in range(len(items))
-    ]
-    return torch.from_numpy(np.stack(lattices))
+    lattices, offsets, colours = [], [], []
+    for k in range(len(items)):
+        prior = pair_prior(copies[2 * k], [copies[2 * k + 1]], described[2 * k], [described[2 * k + 1]])
+        lattices.append(prior.lattice)
+        if prior.local is None:
+            cells = (copies[2 * k].shape[0] // 8, copies[2 * k].shape[1] // 8, 3)
+            offsets.append(np.zeros(cells, np.float32))
+            colours.append(np.zeros(cells, np.float32))
+        else:
+            offsets.append(prior.local.offsets)
+            colours.append(prior.local.colours)
+    return {
+        "prior": torch.from_numpy(np.stack(lattices)),
+        "local_offsets": torch.from_numpy(np.stack(offsets)),
+        "local_colours": torch.from_numpy(np.stack(colours)),
+    }
 
 
 def _shard_len(settings: CacheSettings, shard: int) -> int:
@@ -275,4 +294,7 @@ class CachedTriples(_CachedDataset):
         )
         if "prior" in self.cache.tensors:  # (S, S, S, 3) -> the generator's (3, S, S, S)
             item["prior"] = self.cache.tensors["prior"][index].permute(3, 0, 1, 2)
+        for key in ("local_offsets", "local_colours"):  # the prior's local field (caches from 2026-12-07 on)
+            if key in self.cache.tensors:
+                item[key] = self.cache.tensors[key][index]
         return item

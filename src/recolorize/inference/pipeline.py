@@ -2,13 +2,14 @@
 
     I_S, I_R (any size)     decoded (``recolorize.imaging``)
     prior                   the lattice prior from 384-px copies: frozen features (``features.onnx``),
-                            matched and fitted in NumPy (``recolorize.prior``), once per pair
+                            matched and fitted in NumPy (``recolorize.prior``), once per pair; with the
+                            local field of what the matches show that the lattice does not explain
     W, W0_S, hint           P_W(I_S, I_R) and E_W(I_S) at the working resolution (``predictor.onnx``), once
     output                  G'(I_S, W_alpha) on every pixel (``generator.onnx``),
                             W_alpha = W0_S + alpha (W - W0_S), over the base = the prior at strength alpha
-                            applied in NumPy; a photo over ``DIRECT_MAX_PIXELS`` is rendered on a
-                            ``CARRY_PIXELS`` copy and carried to its size by a local affine colour transform
-                            fitted there (``carry``)
+                            applied in NumPy; plus alpha times the local field (sliced in NumPy); a photo
+                            over ``DIRECT_MAX_PIXELS`` is rendered on a ``CARRY_PIXELS`` copy and carried to
+                            its size by a local affine colour transform fitted there (``carry``)
 
 ``prepare`` runs everything but the generator once, so moving the strength reruns only the rendering (the
 web app relies on this). Strength 0 returns the source exactly; in between, the rendering is anchored to
@@ -46,7 +47,16 @@ from recolorize.inference.carry import carry_up
 from recolorize.inference.lut.table import Lut3D, apply_lut
 from recolorize.inference.onnx_model import OnnxModel, PredictedMaps, is_model_folder, onnx_providers
 from recolorize.inference.threads import return_free_memory
-from recolorize.prior import PRIOR_SIZE, descriptors, fit_prior, lerp_lattice, network_input
+from recolorize.prior import (
+    PRIOR_SIZE,
+    LocalField,
+    PairPrior,
+    apply_local_field,
+    descriptors,
+    lerp_lattice,
+    network_input,
+)
+from recolorize.prior import pair_prior as fit_pair_prior
 
 __all__ = [
     "Recolorizer",
@@ -141,6 +151,7 @@ class PreparedPair:
     source_low: I_S at the working resolution (1, 3, r, r).
     predicted: P_W's maps, W0_S and the colour hint.
     lattice: the lattice prior (S, S, S, 3).
+    local: the prior's local field (``recolorize.prior.local``), None between different scenes.
     copy: the ``CARRY_PIXELS`` copy (h, w, 3) the generator renders for a photo over ``DIRECT_MAX_PIXELS``,
         else None; made once, and the network's smaller copies are made from it rather than from the photo.
     timings: seconds spent per step, for benchmarks.
@@ -150,6 +161,7 @@ class PreparedPair:
     source_low: np.ndarray
     predicted: PredictedMaps
     lattice: np.ndarray
+    local: LocalField | None = None
     copy: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -217,7 +229,7 @@ class Recolorizer:
         if trims:
             return_free_memory()  # P_W's activations, before the prior's
         predicted_at = time.perf_counter()
-        lattice = self._lattice_prior(source_rgb, reference_rgbs, reference_images)
+        prior = self._pair_prior(source_rgb, reference_rgbs, reference_images)
         if trims:
             return_free_memory()  # the networks' activations, before the rendering
         done = time.perf_counter()
@@ -225,7 +237,8 @@ class Recolorizer:
             source=source_image,
             source_low=source_low,
             predicted=predicted,
-            lattice=lattice,
+            lattice=prior.lattice,
+            local=prior.local,
             copy=copy,
             timings={"load": loaded - start, "predict": predicted_at - loaded, "prior": done - predicted_at},
         )
@@ -236,12 +249,12 @@ class Recolorizer:
         fine, coarse = self.model.features(batch)
         return [descriptors(fine[i], coarse[i]) for i in range(len(copies))]
 
-    def _lattice_prior(
+    def _pair_prior(
         self, source: np.ndarray, reference_rgbs: list[np.ndarray], references: list[LoadedImage]
-    ) -> np.ndarray:
-        """The lattice prior from 384-px copies of the photos (``recolorize.prior.fit_prior``); several
-        references are matched as one canvas, side by side. ``references``: the decoded references (a
-        reference's descriptors are kept while the same object comes back)."""
+    ) -> PairPrior:
+        """The prior from 384-px copies of the photos (``recolorize.prior.pair_prior``); several references
+        are matched as one canvas, side by side. ``references``: the decoded references (a reference's
+        descriptors are kept while the same object comes back)."""
         size = (PRIOR_SIZE, PRIOR_SIZE)
         source_copy = resize_array(source, size)
         reference_copies = [resize_array(rgb, size) for rgb in reference_rgbs]
@@ -259,11 +272,7 @@ class Recolorizer:
             if len(references) == 1:
                 with self._memo_lock:
                     self._prior_memo = (weakref.ref(references[0]), reference_desc[0])
-        canvas = np.concatenate(reference_copies, axis=1)
-        rows = PRIOR_SIZE // 8  # each reference's rows of cells side by side, as the canvas lays them
-        joined = np.concatenate([d.reshape(rows, -1, d.shape[-1]) for d in reference_desc], axis=1)
-        fit, _ = fit_prior(source_copy, canvas, source_desc, joined.reshape(-1, joined.shape[-1]))
-        return fit.lattice
+        return fit_pair_prior(source_copy, reference_copies, source_desc, reference_desc)
 
     def render_array(
         self, prepared: PreparedPair, strength: float = 1.0, dtype: Any = np.float32
@@ -316,6 +325,12 @@ class Recolorizer:
         rendered = self.model.generate(image, base, prepared.source_low, prepared.predicted, strength)
         if not np.isfinite(rendered).all():
             raise UserError("the model's output holds NaN or infinity (broken weights?); nothing was written")
+        if prepared.local is not None and strength > 0.0:
+            offsets = apply_local_field(prepared.local, image)
+            if strength != 1.0:
+                offsets *= np.float32(strength)
+            rendered += offsets
+            del offsets
         np.clip(rendered, 0.0, 1.0, out=rendered)
         generated = time.perf_counter()
         if carried:

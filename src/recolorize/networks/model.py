@@ -8,6 +8,7 @@ before any weight is read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from recolorize.config import NUM_STYLES, ModelConfig
 from recolorize.config_json import CONFIG_METADATA_KEY
 from recolorize.errors import WeightsError, one_line, write_errors
 from recolorize.io_utils import atomic_write
-from recolorize.networks.colour_prior import correspondence_map, mkl_affine
+from recolorize.networks.colour_prior import apply_colour_affine, correspondence_map, mkl_affine
 from recolorize.networks.encoders import MapEncoder, WEncoder
 from recolorize.networks.generator import Generator
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
@@ -121,6 +122,9 @@ class RecolorModel(nn.Module):
             return self.generator(image, latents)
         if stride == 1:
             return self.generator(image, latents, conditioning)
+        if conditioning is not None and conditioning.base is not None:
+            base = conditioning.base[:, :, phase[0] :: stride, phase[1] :: stride]
+            conditioning = dataclasses.replace(conditioning, base=base)
         height, width = image.shape[-2:]
         rows = torch.arange(phase[0], height, stride, device=image.device)
         cols = torch.arange(phase[1], width, stride, device=image.device)
@@ -176,7 +180,7 @@ class RecolorModel(nn.Module):
     def lattice_prior(self, image_in: torch.Tensor, colours_of: torch.Tensor, aligned: bool) -> torch.Tensor:
         """``recolorize.prior``'s lattice (B, 3, S, S, S) from these images as they are: matched along the
         frozen network's descriptors, or cell for cell when ``aligned`` (a stage-1 pair)."""
-        from recolorize.networks.prior_features import lattice_tensor, pair_prior
+        from recolorize.networks.prior_features import lattice_tensor, photos_prior
         from recolorize.prior import fit_lattice
         from recolorize.prior.matching import cell_colours
 
@@ -188,8 +192,20 @@ class RecolorModel(nn.Module):
                 pixels_out = cell_colours(reference.permute(1, 2, 0).numpy(), grid)
                 lattices.append(fit_lattice(pixels_in, pixels_out, np.ones(len(pixels_in))).lattice)
             else:
-                lattices.append(pair_prior(self.semantic, source, [reference]))
+                lattices.append(photos_prior(self.semantic, source, [reference]).lattice)
         return lattice_tensor(lattices, image_in.device)
+
+    @staticmethod
+    def with_local_field(
+        conditioning: Conditioning, image: torch.Tensor, offsets: torch.Tensor, colours: torch.Tensor
+    ) -> Conditioning:
+        """``conditioning`` with its base set to the lattice's colour of ``image`` plus the prior's local
+        field (``prior.local``; offsets and cell colours (B, h, w, 3)): what f works on when the pair
+        shows local changes the lattice cannot follow."""
+        from recolorize.networks.prior_features import local_offsets
+
+        base = apply_colour_affine(conditioning.prior, image) + local_offsets(image, offsets, colours)
+        return dataclasses.replace(conditioning, base=base)
 
     def self_conditioning(self, image: torch.Tensor) -> Conditioning | None:
         """A self-reconstruction's conditioning: identity prior, no hint (the MKL map of I onto I)."""

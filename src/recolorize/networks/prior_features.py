@@ -14,9 +14,17 @@ import numpy as np
 import torch
 
 from recolorize.imaging.convert import resize_for_network
-from recolorize.prior import PRIOR_SIZE, descriptors, fit_prior, network_input
+from recolorize.prior import (
+    PRIOR_SIZE,
+    LocalField,
+    PairPrior,
+    apply_local_field,
+    descriptors,
+    network_input,
+    pair_prior,
+)
 
-__all__ = ["prior_copy", "prior_descriptors", "pair_prior", "lattice_tensor"]
+__all__ = ["prior_copy", "prior_descriptors", "photos_prior", "lattice_tensor", "local_offsets"]
 
 
 def prior_copy(rgb: np.ndarray | torch.Tensor, width: int = PRIOR_SIZE) -> np.ndarray:
@@ -41,34 +49,25 @@ def prior_descriptors(semantic: torch.nn.Module, copies: Sequence[np.ndarray]) -
     return [descriptors(fine[i], coarse[i]) for i in range(len(copies))]
 
 
-def pair_prior(
+def photos_prior(
     semantic: torch.nn.Module,
     source: np.ndarray | torch.Tensor,
     references: Sequence[np.ndarray | torch.Tensor],
     reference_descriptors: Sequence[np.ndarray] | None = None,
-) -> np.ndarray:
-    """The prior lattice (S, S, S, 3) of a source and one or more references (photos at any size).
-
-    Several references are matched as one canvas, side by side, so each source cell takes its colour from
-    its best match in any of them. ``reference_descriptors``: computed before for these references (a folder
-    re-coloured after one reference).
-    """
+) -> PairPrior:
+    """The prior (``recolorize.prior.pair_prior``: lattice and local field) of a source and one or more
+    references (photos at any size), their descriptors from ``semantic`` in torch.
+    ``reference_descriptors``: computed before for these references (a folder re-coloured after one
+    reference)."""
     source_copy = prior_copy(source)
     reference_copies = [prior_copy(r) for r in references]
     if reference_descriptors is None:
         described = prior_descriptors(semantic, [source_copy, *reference_copies])
         source_desc, reference_desc = described[0], described[1:]
     else:
-        source_desc, reference_desc = (
-            prior_descriptors(semantic, [source_copy])[0],
-            list(reference_descriptors),
-        )
-    canvas = np.concatenate(reference_copies, axis=1)
-    # the canvas's cells row by row: each reference's rows of cells sit side by side
-    rows = PRIOR_SIZE // 8
-    joined = np.concatenate([d.reshape(rows, -1, d.shape[-1]) for d in reference_desc], axis=1)
-    fit, _ = fit_prior(source_copy, canvas, source_desc, joined.reshape(-1, joined.shape[-1]))
-    return fit.lattice
+        source_desc = prior_descriptors(semantic, [source_copy])[0]
+        reference_desc = list(reference_descriptors)
+    return pair_prior(source_copy, reference_copies, source_desc, reference_desc)
 
 
 def lattice_tensor(
@@ -77,3 +76,15 @@ def lattice_tensor(
     """Lattices (S, S, S, 3) as the generator's prior tensor (B, 3, S, S, S) ([b, c, r, g, b] order)."""
     stacked = np.stack([lattice] if isinstance(lattice, np.ndarray) else list(lattice))
     return torch.from_numpy(stacked).permute(0, 4, 1, 2, 3).contiguous().to(device)
+
+
+def local_offsets(image: torch.Tensor, offsets: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """The prior's local field sliced at every pixel of ``image`` (B, 3, H, W) (``prior.apply_local_field``,
+    in NumPy, no gradient: an input like the lattice), from a batch of fields' ``offsets`` and ``colours``
+    (B, h, w, 3), as (B, 3, H, W) on the image's device."""
+    pixels = image.detach().float().permute(0, 2, 3, 1).cpu().numpy()
+    fields = [
+        apply_local_field(LocalField(o.float().cpu().numpy(), c.float().cpu().numpy()), p)
+        for o, c, p in zip(offsets, colours, pixels, strict=True)
+    ]
+    return torch.from_numpy(np.stack(fields)).permute(0, 3, 1, 2).to(image.device, image.dtype)

@@ -55,6 +55,8 @@ from recolorize.inference.pipeline import TRIM_PIXELS, carry_size
 from recolorize.networks.blocked import render_image
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
+from recolorize.networks.prior_features import lattice_tensor
+from recolorize.prior import LocalField, PairPrior, apply_local_field
 from recolorize.torch_inference.fullres import apply_affine, fit_local_affine, full_resolution_transfer
 from recolorize.torch_inference.parallel import one_thread, return_free_memory
 
@@ -133,6 +135,8 @@ class PreparedPair:
     predicted_maps: the 20 layer inputs P_W(I_S, I_R).
     before_low: G'(I_S, W0_S), the generator's reconstruction of the source at r x r; only the affine
         full-resolution path fits to it, so it is computed there, on first use.
+    local: the prior's local field (``recolorize.prior.local``), added by the direct path as by the ONNX
+        pipeline; None between different scenes and for models without the lattice prior.
     timings: seconds spent per step, for benchmarks.
     """
 
@@ -142,6 +146,7 @@ class PreparedPair:
     predicted_maps: list[torch.Tensor]
     conditioning: Conditioning | None = None
     before_low: torch.Tensor | None = None
+    local: LocalField | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -227,7 +232,8 @@ class TorchRecolorizer:
             self_maps = inputs.source_maps
             if self_maps is None:
                 self_maps = self.model.self_maps(source_low)
-            prior = self._lattice_prior(source_image, reference_images)
+            pair = self._pair_prior(source_image, reference_images)
+            prior = None if pair is None else lattice_tensor(pair.lattice, self.device)
             predicted, conditioning = self.model.predict(
                 source_low, reference_low, inputs=inputs, prior=prior
             )
@@ -238,20 +244,17 @@ class TorchRecolorizer:
             self_maps=self_maps,
             predicted_maps=predicted,
             conditioning=conditioning,
+            local=None if pair is None else pair.local,
             timings={"load": loaded - start, "predict": done - loaded},
         )
 
-    def _lattice_prior(self, source: LoadedImage, references: list[LoadedImage]) -> torch.Tensor | None:
-        """The lattice prior (``recolorize.prior``) from the photos themselves at 384 px, for a model whose
-        config asks for it; a single reference's descriptors are kept for the next photo of a folder."""
+    def _pair_prior(self, source: LoadedImage, references: list[LoadedImage]) -> PairPrior | None:
+        """The lattice prior and its local field (``recolorize.prior``) from the photos themselves at 384 px,
+        for a model whose config asks for it; a single reference's descriptors are kept for the next photo
+        of a folder."""
         if self.model.config.prior != "correspondence-lut":
             return None
-        from recolorize.networks.prior_features import (
-            lattice_tensor,
-            pair_prior,
-            prior_copy,
-            prior_descriptors,
-        )
+        from recolorize.networks.prior_features import photos_prior, prior_copy, prior_descriptors
 
         described = None
         if len(references) == 1:
@@ -263,10 +266,9 @@ class TorchRecolorizer:
                 described = prior_descriptors(self.model.semantic, [prior_copy(smaller_rgb(references[0]))])
                 with self._reference_lock:
                     self._prior_memo = (weakref.ref(references[0]), described)
-        lattice = pair_prior(
+        return photos_prior(
             self.model.semantic, smaller_rgb(source), [smaller_rgb(r) for r in references], described
         )
-        return lattice_tensor(lattice, self.device)
 
     def _reference_side(self, image: LoadedImage) -> tuple[torch.Tensor, dict]:
         """I_R at the working resolution and its ``reference_features``, reused while the same decoded
@@ -333,7 +335,7 @@ class TorchRecolorizer:
         result = np.empty((prepared.source.height, prepared.source.width, 3), dtype=dtype)
         out = torch.from_numpy(result).permute(2, 0, 1)[None]  # writes land in ``result``
         if after_low is None:
-            self._render_direct(prepared, source_full, maps, conditioning, out)
+            self._render_direct(prepared, source_full, maps, conditioning, out, strength)
         else:
             if prepared.before_low is None:
                 prepared.before_low = finite_output(
@@ -356,6 +358,7 @@ class TorchRecolorizer:
         maps: list[torch.Tensor],
         conditioning: Conditioning | None,
         out: torch.Tensor,
+        strength: float = 1.0,
     ) -> None:
         """The pointwise generator evaluated on every pixel, written into ``out`` (float32 or uint8): the
         styles are upsampled to each pixel guided by its own colour, so no fit is needed. A photo larger
@@ -366,7 +369,7 @@ class TorchRecolorizer:
         size = carry_size(height, width)
         if size is not None:
             source_mid = resize_for_network(source_full, size)
-            rendered = self._render_pointwise(prepared, source_mid, maps, conditioning)
+            rendered = self._render_pointwise(prepared, source_mid, maps, conditioning, strength)
             trim = height * width > TRIM_PIXELS
             if trim:
                 return_free_memory()  # each step's temporaries go before the next one's (parallel.py)
@@ -376,7 +379,7 @@ class TorchRecolorizer:
                 return_free_memory()
             apply_affine(source_full, dmat, c, out=out)
             return
-        rendered = self._render_pointwise(prepared, source_full, maps, conditioning)
+        rendered = self._render_pointwise(prepared, source_full, maps, conditioning, strength)
         if out.dtype == torch.uint8:
             rendered.nan_to_num_(0.0).mul_(255.0).round_()
         out.copy_(rendered)
@@ -387,10 +390,11 @@ class TorchRecolorizer:
         source: torch.Tensor,
         maps: list[torch.Tensor],
         conditioning: Conditioning | None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
-        """G'(source) on every pixel of ``source`` (1, 3, H, W), clamped to [0, 1], on the CPU, through
-        ``direct.render_pointwise`` (the same numbers, ~5x faster, checked against the generator on every
-        call). Only the pointwise generator renders directly (``__init__`` refuses the others).
+        """G'(source) on every pixel of ``source`` (1, 3, H, W) plus ``strength`` times the prior's local
+        field, clamped to [0, 1], on the CPU (``blocked.render_image``). Only the pointwise generator
+        renders directly (``__init__`` refuses the others).
         """
         generator = self.model.generator
         assert isinstance(generator, PointwiseGenerator)
@@ -398,8 +402,12 @@ class TorchRecolorizer:
         guide_low = lab_features(prepared.source_low)
         rendered = finite_output(
             render_image(generator, image, maps, conditioning or Conditioning(), guide_low)
-        )
-        return rendered.clamp_(0.0, 1.0).cpu()
+        ).cpu()
+        if prepared.local is not None and strength > 0.0:
+            pixels = image[0].permute(1, 2, 0).cpu().numpy()
+            offsets = apply_local_field(prepared.local, pixels) * np.float32(strength)
+            rendered += torch.from_numpy(offsets).permute(2, 0, 1)[None]
+        return rendered.clamp_(0.0, 1.0)
 
     @staticmethod
     def _interpolate(self_maps: torch.Tensor, predicted: torch.Tensor, strength: float) -> torch.Tensor:
