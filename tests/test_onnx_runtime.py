@@ -222,3 +222,29 @@ def test_the_photographers_commands_run_with_torch_unimportable(tmp_path: Path) 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_a_model_trained_on_the_local_field_gets_it_in_its_base_in_both_pipelines(tmp_path: Path) -> None:
+    """``local_field="base"`` (config ``pointwise-lut-local``): both pipelines hand f the lattice plus the
+    prior's local field as its base, within a level of each other, and that is not the shipped placement
+    (the field on f's output) that the same networks give under ``pointwise-lut``."""
+    from recolorize.config import get_config
+    from recolorize.export.onnx import export_onnx
+    from recolorize.torch_inference.recolorizer import TorchRecolorizer
+
+    shipped_weights = RecolorModel.load(default_weights_path() / "model.safetensors")
+    model = RecolorModel(get_config("pointwise-lut-local"), semantic=shipped_weights.semantic).eval()
+    model.load_state_dict(shipped_weights.state_dict())
+    export_onnx(model, tmp_path)
+    in_base = Recolorizer.from_pretrained(tmp_path)
+    assert in_base.config.local_field == "base"
+    torch_in_base = TorchRecolorizer(model, "cpu", "direct")
+    source, reference = EXAMPLES / "source.jpg", EXAMPLES / "reference.jpg"
+    prepared = in_base.prepare(source, reference)
+    assert prepared.local is not None
+    ours = in_base.render_array(prepared, 1.0, np.uint8).astype(int)
+    theirs = torch_in_base.render_array(torch_in_base.prepare(source, reference), 1.0, np.uint8).astype(int)
+    assert np.abs(ours - theirs).max() <= 1
+    after = Recolorizer.from_pretrained()
+    shipped = after.render_array(after.prepare(source, reference), 1.0, np.uint8).astype(int)
+    assert np.abs(ours - shipped).mean() > 0.05  # the placement changes f's input, so its output

@@ -141,7 +141,7 @@ def test_different_scenes_give_way_to_mkl_and_a_greyscale_source_does_not(shared
     from recolorize.imaging import load_image
     from recolorize.networks.backbones import build_semantic_backbone
     from recolorize.networks.prior_features import prior_copy, prior_descriptors
-    from recolorize.prior import NOTHING_SHARED, SHARED_SCENE, fit_prior
+    from recolorize.prior import NOTHING_SHARED, SHARED_SCENE, fit_prior, pair_prior
 
     semantic = build_semantic_backbone("efficientnet_lite0")
     fits = {}
@@ -158,3 +158,10 @@ def test_different_scenes_give_way_to_mkl_and_a_greyscale_source_does_not(shared
     assert steepest < 3.0  # the cubic alone reached a gain of 7 in this sky
     grey_fit, grey_matches = fits[8]
     assert grey_matches.shared < SHARED_SCENE and grey_fit.trust == 1.0
+    # neither reads a local field: between different scenes a residual is content, not a local change
+    for pair in (2, 8):
+        source = load_image(shared_data / "dpst" / "input" / f"in{pair}.png").rgb
+        reference = load_image(shared_data / "dpst" / "style" / f"tar{pair}.png").rgb
+        copies = [prior_copy(source), prior_copy(reference)]
+        described = prior_descriptors(semantic, copies)
+        assert pair_prior(copies[0], [copies[1]], described[0], [described[1]]).local is None

@@ -53,6 +53,7 @@ NUM_STYLES = 20
 SemanticBackbone = Literal["vgg16", "efficientnet_lite0"]
 GeneratorKind = Literal["conv", "pointwise"]
 ColourPrior = Literal["none", "mkl", "correspondence", "correspondence-quadratic", "correspondence-lut"]
+LocalFieldPlace = Literal["after", "base"]
 LatentLevels = Literal["all", "w1_only", "w3_only"]
 
 
@@ -110,6 +111,9 @@ class ModelConfig:
         cell's own mean and spread, and f reads a per-pixel local colour transfer (Reinhard per cell along
         the correspondence, L*a*b* mean and spread): where the match is right that is nearly the answer
         (MAE 1.6 on aligned pairs against MKL's 5.5), and f learns where to trust it.
+    local_field: where the "correspondence-lut" prior's local field (``recolorize.prior.local``) goes:
+        "after" f (added to the output; f was trained without it: the shipped model) or into the "base" f
+        works on (stage 3 then puts a cache's field into the base, and inference does the same).
     """
 
     name: str
@@ -129,6 +133,7 @@ class ModelConfig:
     prior: ColourPrior = "none"
     colour_statistics: bool = False
     local_transfer: bool = False
+    local_field: LocalFieldPlace = "after"
 
     def __post_init__(self) -> None:
         if (problem := resolution_problem(self.resolution)) is not None:
@@ -148,6 +153,8 @@ class ModelConfig:
             raise ValueError("the colour correspondence uses EfficientNet-Lite0's 1/8 features")
         if self.local_transfer and not self.colour_correspondence:
             raise ValueError("local_transfer needs the colour correspondence")
+        if self.local_field not in typing.get_args(LocalFieldPlace):
+            raise ValueError(f"local_field must be 'after' or 'base', got {self.local_field!r}")
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Return a copy with fields changed; ``ablations`` may be given as a dict of switches."""
@@ -325,6 +332,10 @@ CONFIGS["pointwise-mkl"] = CONFIGS["pointwise"].replace(name="pointwise-mkl", pr
 CONFIGS["pointwise-affine"] = CONFIGS["pointwise"].replace(name="pointwise-affine", prior="correspondence")
 # issue 21: the same networks over the lattice prior read off a 384-px correspondence (recolorize.prior)
 CONFIGS["pointwise-lut"] = CONFIGS["pointwise"].replace(name="pointwise-lut", prior="correspondence-lut")
+# issue 21, second pass: f trained with the prior's local field inside its base (measured, not shipped)
+CONFIGS["pointwise-lut-local"] = CONFIGS["pointwise-lut"].replace(
+    name="pointwise-lut-local", local_field="base"
+)
 # issue 22: the tiny networks with the shipped design (the lattice prior), so tests can export them to ONNX
 CONFIGS["tiny-lut"] = CONFIGS["tiny-pointwise"].replace(name="tiny-lut", prior="correspondence-lut")
 

@@ -44,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method",
         choices=LUT_METHODS,
         default=LUT_METHODS[0],
-        help="fit: the model's colour prior exactly plus its learned change fitted as a LUT (default); "
-        "prior: the colour prior alone, exactly; pooled: the generator with its latent maps averaged over "
-        "the photo",
+        help="fit: the model's colour prior LUT exactly plus the change the model and the prior's local "
+        "field make, fitted as a LUT (default); prior: the colour prior's LUT alone, exactly; pooled: the "
+        "generator with its latent maps averaged over the photo",
     )
     parser.add_argument(
         "--lut-size",

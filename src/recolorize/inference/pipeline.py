@@ -7,7 +7,8 @@
     W, W0_S, hint           P_W(I_S, I_R) and E_W(I_S) at the working resolution (``predictor.onnx``), once
     output                  G'(I_S, W_alpha) on every pixel (``generator.onnx``),
                             W_alpha = W0_S + alpha (W - W0_S), over the base = the prior at strength alpha
-                            applied in NumPy; plus alpha times the local field (sliced in NumPy); a photo
+                            applied in NumPy; plus alpha times the local field (sliced in NumPy), on f's
+                            output or in its base (``ModelConfig.local_field``); a photo
                             over ``DIRECT_MAX_PIXELS`` is rendered on a ``CARRY_PIXELS`` copy and carried to
                             its size by a local affine colour transform fitted there (``carry``)
 
@@ -322,13 +323,18 @@ class Recolorizer:
         # the prior at this strength on every pixel: the LUT module's threaded trilinear (5x apply_lattice's
         # speed on a 0.26-MP copy; the same numbers to 3e-7)
         base = apply_lut(Lut3D(lerp_lattice(prepared.lattice, strength)), image)
-        rendered = self.model.generate(image, base, prepared.source_low, prepared.predicted, strength)
-        if not np.isfinite(rendered).all():
-            raise UserError("the model's output holds NaN or infinity (broken weights?); nothing was written")
-        if prepared.local is not None and strength > 0.0:
+        offsets = None
+        if prepared.local is not None and strength > 0.0:  # the prior's local field, at the strength
             offsets = apply_local_field(prepared.local, image)
             if strength != 1.0:
                 offsets *= np.float32(strength)
+            if self.config.local_field == "base":  # f was trained on lattice + field
+                base += offsets
+                offsets = None
+        rendered = self.model.generate(image, base, prepared.source_low, prepared.predicted, strength)
+        if not np.isfinite(rendered).all():
+            raise UserError("the model's output holds NaN or infinity (broken weights?); nothing was written")
+        if offsets is not None:  # f was trained on the lattice alone: the field goes on its output
             rendered += offsets
             del offsets
         np.clip(rendered, 0.0, 1.0, out=rendered)

@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -53,6 +54,7 @@ from recolorize.imaging import LoadedImage, load_image, resize_for_network, take
 from recolorize.inference.carry import CARRY_EPS, CARRY_RADIUS
 from recolorize.inference.pipeline import TRIM_PIXELS, carry_size
 from recolorize.networks.blocked import render_image
+from recolorize.networks.colour_prior import apply_colour_affine
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
 from recolorize.networks.prior_features import lattice_tensor
@@ -392,22 +394,28 @@ class TorchRecolorizer:
         conditioning: Conditioning | None,
         strength: float = 1.0,
     ) -> torch.Tensor:
-        """G'(source) on every pixel of ``source`` (1, 3, H, W) plus ``strength`` times the prior's local
-        field, clamped to [0, 1], on the CPU (``blocked.render_image``). Only the pointwise generator
-        renders directly (``__init__`` refuses the others).
+        """G'(source) on every pixel of ``source`` (1, 3, H, W) with ``strength`` times the prior's local
+        field on its output or in its base (``ModelConfig.local_field``), clamped to [0, 1], on the CPU
+        (``blocked.render_image``). Only the pointwise generator renders directly (``__init__`` refuses
+        the others).
         """
         generator = self.model.generator
         assert isinstance(generator, PointwiseGenerator)
         image = source.to(self.device, torch.float32)
         guide_low = lab_features(prepared.source_low)
-        rendered = finite_output(
-            render_image(generator, image, maps, conditioning or Conditioning(), guide_low)
-        ).cpu()
-        if prepared.local is not None and strength > 0.0:
+        conditioning = conditioning or Conditioning()
+        offsets = None
+        if prepared.local is not None and strength > 0.0:  # the prior's local field, at the strength
             pixels = image[0].permute(1, 2, 0).cpu().numpy()
-            offsets = apply_local_field(prepared.local, pixels) * np.float32(strength)
-            rendered += torch.from_numpy(offsets).permute(2, 0, 1)[None]
-        return rendered.clamp_(0.0, 1.0)
+            field = apply_local_field(prepared.local, pixels) * np.float32(strength)
+            offsets = torch.from_numpy(field).permute(2, 0, 1)[None].to(image)
+            if self.model.config.local_field == "base" and conditioning.prior is not None:
+                base = apply_colour_affine(conditioning.prior, image) + offsets
+                conditioning, offsets = dataclasses.replace(conditioning, base=base), None
+        rendered = finite_output(render_image(generator, image, maps, conditioning, guide_low))
+        if offsets is not None:
+            rendered += offsets
+        return rendered.clamp_(0.0, 1.0).cpu()
 
     @staticmethod
     def _interpolate(self_maps: torch.Tensor, predicted: torch.Tensor, strength: float) -> torch.Tensor:

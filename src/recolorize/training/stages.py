@@ -243,8 +243,8 @@ def _predictor_forward(
     inputs = model.predictor_inputs(source, reference, features=batch)  # cached frozen features if present
     prior = batch.get("prior")  # the cache's lattice prior, fitted at 384 px as inference fits it
     maps, conditioning = model.predict(source, reference, mask_ratio, generator, inputs, prior)  # W = P_W
-    if "local_offsets" in batch and conditioning is not None and conditioning.prior is not None:
-        # the base f works on, as inference gives it: the lattice's colour plus the prior's local field
+    if model.config.local_field == "base" and "local_offsets" in batch and conditioning is not None:
+        # the base f works on, as inference gives such a model: the lattice's colour plus the local field
         conditioning = model.with_local_field(
             conditioning, source, batch["local_offsets"], batch["local_colours"]
         )
