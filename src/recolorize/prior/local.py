@@ -61,16 +61,21 @@ def local_field(
     size = np.sqrt((residual * residual).sum(axis=1))
     weight = matches.weight / (1.0 + (size / settings.residual_scale) ** 2)
     used = weight > 0
-    yy, xx = np.mgrid[0:rows, 0:cols]
-    position = np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float64)
-    colours = source.astype(np.float64)
     if not used.any():
         return LocalField(np.zeros((rows, cols, 3), np.float32), source.reshape(rows, cols, 3))
-    dp = ((position[:, None, :] - position[None, used, :]) ** 2).sum(-1) / (2 * settings.spatial_sigma**2)
-    dc = ((colours[:, None, :] - colours[None, used, :]) ** 2).sum(-1) / (2 * settings.colour_sigma**2)
-    kernel = np.exp(-(dp + dc)) * weight[used]
-    total = kernel.sum(axis=1, keepdims=True)
-    offsets = kernel @ residual[used] / (total + settings.shrink)
+    # K_s K_c = exp(-|z_j - z_i|^2 / 2) with z = (position / sigma_s, colour / sigma_c): one product of the
+    # cells' (N, 5) and the used matches' (M, 5) coordinates, in float32 (no (N, M, 5) differences)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    position = np.stack([yy.ravel(), xx.ravel()], axis=1) / settings.spatial_sigma
+    z = np.concatenate([position, source / settings.colour_sigma], axis=1).astype(np.float32)
+    norms = (z * z).sum(axis=1)
+    exponent = z @ z[used].T
+    exponent -= 0.5 * norms[:, None]
+    exponent -= 0.5 * norms[None, used]
+    kernel = np.exp(np.minimum(exponent, 0.0, out=exponent), out=exponent)
+    kernel *= weight[used].astype(np.float32)
+    total = kernel.sum(axis=1, keepdims=True, dtype=np.float64)
+    offsets = kernel @ residual[used].astype(np.float32) / (total + settings.shrink)
     return LocalField(offsets.reshape(rows, cols, 3).astype(np.float32), source.reshape(rows, cols, 3))
 
 
