@@ -33,7 +33,10 @@ $RC train --config pointwise --data "$CACHE" --run "${RUN}_quad" --stage predict
 # phase 5 (issue 21): stage 3 over the lattice prior read off a 384-px correspondence (config pointwise-lut,
 # the shipped one). Its cache crops at 384 px, fits each triple's prior there as inference does, and stores
 # the triples at 128 px; the shipped run used the cache's shards 0 and 4 (1,024 triples: the cache is slow
-# to build on 2 cores, ~0.75 s a triple), which PRIOR_SHARDS reproduces.
+# to build on 2 cores, ~0.75 s a triple), which PRIOR_SHARDS reproduces. Since 2026-12-06 evening the cache
+# (version 2) fits the stiffer lattice (prior.pair.SMOOTHNESS) and stores the local field (unused by
+# pointwise-lut, whose f runs before the field); the shipped f was trained on version 1's more flexible
+# lattices, so a rerun reproduces its recipe rather than its exact weights.
 PRIOR_CACHE="${PRIOR_CACHE:-runs/cache_prior384}"
 $RC build-cache --data "$DATA/bsds500/images/train" "$DATA/bsds500/images/val" "$DATA/coco128" \
   "$DATA/msrc_v2" --out "$PRIOR_CACHE" --items 2560 --prior-size 384
