@@ -31,7 +31,7 @@ DOCS = ROOT / "docs" / "architecture.md"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "foundation",
-        frozenset({"errors", "io_utils", "image_formats", "colour", "config", "config_json"}),
+        frozenset({"errors", "io_utils", "image_formats", "colour", "config", "config_json", "threads"}),
     ),
     ("imaging and the colour prior", frozenset({"imaging", "prior"})),
     ("inference", frozenset({"inference"})),

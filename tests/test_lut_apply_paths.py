@@ -270,7 +270,7 @@ def test_lut_apply_and_the_lut_module_run_with_torch_unimportable(tmp_path: Path
 def test_importing_lut_apply_leaves_torch_out() -> None:
     """With torch installed (the test extra), importing the command's module and the LUT package in a fresh
     interpreter still imports no torch."""
-    from cli_helpers import subprocess_env
+    from cli_helpers import run_python
 
     code = (
         "import sys\n"
@@ -278,8 +278,6 @@ def test_importing_lut_apply_leaves_torch_out() -> None:
         "import recolorize.inference.lut.table, recolorize.inference.lut.cube, recolorize.inference.lut.fit\n"
         "print('torch' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=subprocess_env()
-    )
+    done = run_python(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "False"

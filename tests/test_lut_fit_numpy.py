@@ -16,8 +16,6 @@ from the exact solution than scipy's own error; on the photo's own colours they 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from PIL import Image
 from recolorize.inference.lut import fit as fit_module
 from recolorize.inference.lut.fit import fit_lut
 from recolorize.inference.lut.table import LUT_SIZE, Lut3D, lattice
+from recolorize.prior.lattice import trilinear_weights
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TOLERANCE = 1e-5
@@ -60,7 +59,7 @@ def _scipy_fit_offset(
     from scipy.sparse.linalg import cg
 
     nodes = size**3
-    indices, weights = fit_module._trilinear_weights(x, size)
+    indices, weights = trilinear_weights(x, size)
     rows = np.repeat(np.arange(len(x)), 8)
     design = sp.csr_matrix((weights.ravel(), (rows, indices.ravel())), shape=(len(x), nodes))
     spacing = 1.0 / (size - 1)
@@ -190,7 +189,7 @@ def test_the_matrix_free_operator_is_the_sparse_normal_matrix() -> None:
     x = rng.random((5000, 3)) ** 2  # uneven: some cells empty
     for size, order, smoothness in ((9, 1, 1.0), (6, 2, 0.5), (2, 2, 1.0), (3, 1, 0.0)):
         nodes = size**3
-        indices, weights = fit_module._trilinear_weights(x, size)
+        indices, weights = trilinear_weights(x, size)
         rows = np.repeat(np.arange(len(x)), 8)
         design = sp.csr_matrix((weights.ravel(), (rows, indices.ravel())), shape=(len(x), nodes))
         weight = 0.7 * smoothness
@@ -205,7 +204,7 @@ def test_the_matrix_free_operator_is_the_sparse_normal_matrix() -> None:
 def test_fit_lut_runs_with_scipy_sparse_unimportable() -> None:
     """The fit never touches scipy.sparse. (Not all of scipy yet: the LUT package imports the prior, and
     recolorize.prior.colour_map still imports scipy.linalg for its Cholesky solve.)"""
-    from cli_helpers import subprocess_env
+    from cli_helpers import run_python
 
     code = (
         "import sys\n"
@@ -217,8 +216,6 @@ def test_fit_lut_runs_with_scipy_sparse_unimportable() -> None:
         "assert lut.table.shape == (33, 33, 33, 3) and np.isfinite(lut.table).all()\n"
         "print(sorted(m for m in sys.modules if m.startswith('scipy.sparse')))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=subprocess_env()
-    )
+    done = run_python(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "['scipy.sparse']"  # only the blocking entry

@@ -117,6 +117,7 @@ def test_stage_3_puts_the_local_field_into_the_base_f_works_on() -> None:
     from recolorize.networks.colour_prior import apply_colour_affine
     from recolorize.networks.model import RecolorModel
     from recolorize.networks.pointwise import Conditioning
+    from recolorize.networks.prior_features import local_offsets
     from recolorize.prior import LocalField, apply_local_field, identity_lattice
 
     torch.manual_seed(0)
@@ -128,7 +129,8 @@ def test_stage_3_puts_the_local_field_into_the_base_f_works_on() -> None:
     )
     offsets = torch.rand(2, 8, 8, 3, generator=generator) * 0.2 - 0.1
     colours = torch.rand(2, 8, 8, 3, generator=generator)
-    conditioning = tiny_model.with_local_field(Conditioning(prior=lattice), image, offsets, colours)
+    sliced = local_offsets(image, offsets, colours)
+    conditioning = tiny_model.with_local_field(Conditioning(prior=lattice), image, sliced)
     expected = apply_local_field(
         LocalField(offsets[1].numpy(), colours[1].numpy()), image[1].permute(1, 2, 0).numpy()
     )

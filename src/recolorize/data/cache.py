@@ -192,6 +192,7 @@ def _priors(backbone: torch.nn.Module, items: list[dict[str, torch.Tensor]]) -> 
     (N, 48, 48, 3) each (zero offsets where the crops share too little content)."""
     from recolorize.networks.prior_features import prior_descriptors
     from recolorize.prior import pair_prior
+    from recolorize.prior.matching import CELL
 
     copies = [
         item[role].permute(1, 2, 0).contiguous().numpy() for item in items for role in ("source", "reference")
@@ -202,7 +203,7 @@ def _priors(backbone: torch.nn.Module, items: list[dict[str, torch.Tensor]]) -> 
         prior = pair_prior(copies[2 * k], [copies[2 * k + 1]], described[2 * k], [described[2 * k + 1]])
         lattices.append(prior.lattice)
         if prior.local is None:
-            cells = (copies[2 * k].shape[0] // 8, copies[2 * k].shape[1] // 8, 3)
+            cells = (copies[2 * k].shape[0] // CELL, copies[2 * k].shape[1] // CELL, 3)
             offsets.append(np.zeros(cells, np.float32))
             colours.append(np.zeros(cells, np.float32))
         else:
@@ -294,7 +295,7 @@ class CachedTriples(_CachedDataset):
         )
         if "prior" in self.cache.tensors:  # (S, S, S, 3) -> the generator's (3, S, S, S)
             item["prior"] = self.cache.tensors["prior"][index].permute(3, 0, 1, 2)
-        for key in ("local_offsets", "local_colours"):  # the prior's local field (caches from 2026-12-07 on)
+        for key in PRIOR_KEYS[1:]:  # the prior's local field (cache version 2)
             if key in self.cache.tensors:
                 item[key] = self.cache.tensors[key][index]
         return item

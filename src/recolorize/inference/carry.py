@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recolorize.inference.threads import in_threads, return_free_memory
+from recolorize.threads import in_threads, return_free_memory
 
 __all__ = ["CARRY_EPS", "CARRY_RADIUS", "apply_affine", "carry_up", "fit_local_affine"]
 

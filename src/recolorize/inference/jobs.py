@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 from recolorize.config import resolution_problem
 from recolorize.errors import UserError, one_line
 from recolorize.image_formats import PHOTO_SUFFIXES
-from recolorize.inference.threads import cores
 from recolorize.io_utils import is_hidden, name_problem, output_file_problem
+from recolorize.threads import cores
 
 if TYPE_CHECKING:
     from recolorize.imaging import LoadedImage

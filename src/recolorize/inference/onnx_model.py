@@ -25,7 +25,7 @@ import numpy as np
 from recolorize.config import ModelConfig, resolution_problem
 from recolorize.config_json import model_config_from_text
 from recolorize.errors import UserError, WeightsError, one_line
-from recolorize.inference.threads import cores
+from recolorize.threads import cores
 
 __all__ = [
     "GRAPHS",

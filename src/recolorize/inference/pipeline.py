@@ -47,7 +47,6 @@ from recolorize.imaging import LoadedImage, load_image, resize_array, takes_8bit
 from recolorize.inference.carry import carry_up
 from recolorize.inference.lut.table import Lut3D, apply_lut
 from recolorize.inference.onnx_model import OnnxModel, PredictedMaps, is_model_folder, onnx_providers
-from recolorize.inference.threads import return_free_memory
 from recolorize.prior import (
     PRIOR_SIZE,
     LocalField,
@@ -58,6 +57,7 @@ from recolorize.prior import (
     network_input,
 )
 from recolorize.prior import pair_prior as fit_pair_prior
+from recolorize.threads import return_free_memory
 
 __all__ = [
     "Recolorizer",
@@ -76,9 +76,9 @@ DIRECT_MAX_PIXELS = 1 << 19
 #: 0.26 MP with radius 1 is closer (mean dE2000 0.64) than 0.5 MP with radius 3 (0.88), at half the time.
 CARRY_PIXELS = 1 << 18
 #: Above this many pixels a photo's freed memory is handed back to the system between steps
-#: (``threads.return_free_memory``: 12 MP peaked 421-466 MB without, 394-404 MB with). Below it the pages
-#: would only fault back in for the next photo of a batch (torch-era measurement: 20 1-MP photos took 420k
-#: minor page faults with the trims and 124k-255k without, 1.2 s against 0.7-1.0 s of system time).
+#: (``recolorize.threads.return_free_memory``: 12 MP peaked 421-466 MB without, 394-404 MB with). Below it
+#: the pages would only fault back in for the next photo of a batch (torch-era measurement: 20 1-MP photos
+#: took 420k minor page faults with the trims and 124k-255k without, 1.2 s against 0.7-1.0 s of system time).
 TRIM_PIXELS = 4_000_000
 #: Most references one pair may have (the app's limit too): P_W's attention grows with their number.
 MAX_REFERENCES = 4

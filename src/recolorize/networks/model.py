@@ -197,14 +197,12 @@ class RecolorModel(nn.Module):
 
     @staticmethod
     def with_local_field(
-        conditioning: Conditioning, image: torch.Tensor, offsets: torch.Tensor, colours: torch.Tensor
+        conditioning: Conditioning, image: torch.Tensor, offsets: torch.Tensor
     ) -> Conditioning:
         """``conditioning`` with its base set to the lattice's colour of ``image`` plus the prior's local
-        field (``prior.local``; offsets and cell colours (B, h, w, 3)): what f works on when the pair
-        shows local changes the lattice cannot follow."""
-        from recolorize.networks.prior_features import local_offsets
-
-        base = apply_colour_affine(conditioning.prior, image) + local_offsets(image, offsets, colours)
+        field already sliced at its pixels (``offsets``, (B, 3, H, W): ``prior_features.local_offsets``):
+        what f works on in a model with ``local_field="base"``, in training and in the torch pipeline."""
+        base = apply_colour_affine(conditioning.prior, image) + offsets
         return dataclasses.replace(conditioning, base=base)
 
     def self_conditioning(self, image: torch.Tensor) -> Conditioning | None:

@@ -68,7 +68,7 @@ def fit_prior(
     shared = matches.shared >= SHARED_SCENE
     lambdas = SMOOTHNESS if shared else LAMBDAS[-1:]
     fit = fit_lattice(matches.source, matches.reference, matches.weight, size=size, lambdas=lambdas)
-    trust = _trust(matches)
+    trust = float(np.clip((matches.shared - NOTHING_SHARED) / (SHARED_SCENE - NOTHING_SHARED), 0.0, 1.0))
     spread = float((source.max(axis=2) - source.min(axis=2)).mean())
     if trust < 1.0 and spread >= GREY_SPREAD:
         matrix, offset = mkl_map(source.reshape(-1, 3), reference.reshape(-1, 3))
@@ -109,8 +109,3 @@ def pair_prior(
     if trust < 1.0:
         field = dataclasses.replace(field, offsets=field.offsets * np.float32(trust))
     return PairPrior(fit.lattice, field)
-
-
-def _trust(matches: Matches) -> float:
-    """How far the photos count as one scene: 0 at ``NOTHING_SHARED`` and below, 1 from ``SHARED_SCENE``."""
-    return float(np.clip((matches.shared - NOTHING_SHARED) / (SHARED_SCENE - NOTHING_SHARED), 0.0, 1.0))

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import torch
 
-from recolorize.inference.threads import return_free_memory
+from recolorize.threads import return_free_memory
 
 __all__ = ["for_each", "one_thread", "return_free_memory"]
 

@@ -32,7 +32,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -54,7 +53,6 @@ from recolorize.imaging import LoadedImage, load_image, resize_for_network, take
 from recolorize.inference.carry import CARRY_EPS, CARRY_RADIUS
 from recolorize.inference.pipeline import TRIM_PIXELS, carry_size
 from recolorize.networks.blocked import render_image
-from recolorize.networks.colour_prior import apply_colour_affine
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
 from recolorize.networks.prior_features import lattice_tensor
@@ -410,8 +408,7 @@ class TorchRecolorizer:
             field = apply_local_field(prepared.local, pixels) * np.float32(strength)
             offsets = torch.from_numpy(field).permute(2, 0, 1)[None].to(image)
             if self.model.config.local_field == "base" and conditioning.prior is not None:
-                base = apply_colour_affine(conditioning.prior, image) + offsets
-                conditioning, offsets = dataclasses.replace(conditioning, base=base), None
+                conditioning, offsets = self.model.with_local_field(conditioning, image, offsets), None
         rendered = finite_output(render_image(generator, image, maps, conditioning, guide_low))
         if offsets is not None:
             rendered += offsets

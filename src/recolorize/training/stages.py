@@ -38,6 +38,7 @@ from recolorize.data.pairs import ColourPairDataset, ImageDataset, TriplePairDat
 from recolorize.losses import histogram_loss, l1_loss, lab_l1_loss, lpips_loss, w0_loss
 from recolorize.lpips import LPIPS
 from recolorize.networks.model import RecolorModel
+from recolorize.networks.prior_features import local_offsets
 
 __all__ = [
     "IDENTITY_FRACTION",
@@ -245,9 +246,8 @@ def _predictor_forward(
     maps, conditioning = model.predict(source, reference, mask_ratio, generator, inputs, prior)  # W = P_W
     if model.config.local_field == "base" and "local_offsets" in batch and conditioning is not None:
         # the base f works on, as inference gives such a model: the lattice's colour plus the local field
-        conditioning = model.with_local_field(
-            conditioning, source, batch["local_offsets"], batch["local_colours"]
-        )
+        offsets = local_offsets(source, batch["local_offsets"], batch["local_colours"])
+        conditioning = model.with_local_field(conditioning, source, offsets)
     stride, phase = _pixel_grid(model, generator, pixel_stride)
     prediction = model.generate(source, maps, conditioning, stride, phase).float()  # I_P
     source, reference, target = (_sample(x, stride, phase) for x in (source, reference, target))

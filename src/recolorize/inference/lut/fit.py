@@ -10,6 +10,7 @@ from functools import lru_cache
 import numpy as np
 
 from recolorize.inference.lut.table import LUT_SIZE, Lut3D, as_unit, lattice
+from recolorize.prior.lattice import trilinear_weights
 
 __all__ = ["FIT_SMOOTHNESS", "FIT_ORDER", "FIT_PRIOR", "FIT_MAX_SAMPLES", "fit_lut"]
 
@@ -35,20 +36,9 @@ _CG_MAX_ITER = 10_000
 _COARSEST = 9
 
 
-def _trilinear_weights(colours: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lattice indices (M, 8) and weights (M, 8) of each colour's trilinear blend (flat [r, g, b] index);
-    corner (dr, dg, db) is column 4 dr + 2 dg + db."""
-    position = np.clip(colours, 0.0, 1.0) * (size - 1)
-    base = np.minimum(position.astype(np.int64), size - 2)
-    frac = position - base
-    ends = np.stack([1.0 - frac, frac], axis=1)  # (M, 2, 3): each axis's weight at its lower, upper point
-    weights = (ends[:, :, None, None, 0] * ends[:, None, :, None, 1]) * ends[:, None, None, :, 2]
-    first = (base[:, 0] * size + base[:, 1]) * size + base[:, 2]
-    return first[:, None] + _corner_offsets(size), weights.reshape(-1, 8)
-
-
 def _corner_offsets(size: int) -> np.ndarray:
-    """The flat index of a cell's 8 corners from its first, in ``_trilinear_weights``' order."""
+    """The flat index of a cell's 8 corners from its first, in ``prior.lattice.trilinear_weights``' order
+    (corner (dr, dg, db) is column 4 dr + 2 dg + db)."""
     return np.array([(dr * size + dg) * size + db for dr in (0, 1) for dg in (0, 1) for db in (0, 1)])
 
 
@@ -174,7 +164,7 @@ def _fit_offset(x: np.ndarray, shift: np.ndarray, size: int, smoothness: float, 
     maps), so fitting the offset from it is the same fit, and an undetermined point stays on the prior.
     """
     nodes = size**3
-    indices, weights = _trilinear_weights(x, size)
+    indices, weights = trilinear_weights(x, size)  # x is float64: so are the weights
     # both terms times N^3 (one sample per lattice point); h^(3 - 2 order) turns |D u|^2 into the integral
     # of the squared derivative over the unit cube, and the constant makes it 1 at the default size
     spacing = 1.0 / (size - 1)

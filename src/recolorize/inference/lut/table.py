@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from recolorize.inference.threads import cores, in_threads
 from recolorize.prior.lattice import identity_lattice
+from recolorize.threads import cores, in_threads
 
 __all__ = ["LUT_SIZE", "Lut3D", "lattice", "apply_lut", "apply_lut_8bit", "as_unit"]
 
@@ -156,7 +155,7 @@ def apply_lut_8bit(lut: Lut3D, rgb: np.ndarray) -> np.ndarray:
         image = Image.fromarray(samples.reshape(1, -1, 3), "RGB")
         out[start : start + len(samples)] = np.asarray(image.filter(lut_filter)).reshape(-1, 3)
 
-    _in_threads(band, range(0, len(flat), _BAND_PIXELS))
+    in_threads(band, range(0, len(flat), _BAND_PIXELS), _threads())  # each band writes its own rows
     return out.reshape(array.shape)
 
 
@@ -181,12 +180,6 @@ def _threads() -> int:
     return max(1, min(4, wanted))
 
 
-def _in_threads(work: Callable[[int], None], starts: range) -> None:
-    """``work(start)`` for each start over ``_threads()`` threads (``threads.in_threads``); each piece writes
-    its own slice, so the result does not depend on the thread count."""
-    in_threads(work, starts, _threads())
-
-
 def _exact(lut: Lut3D, colours: np.ndarray, threaded: bool) -> np.ndarray:
     """:func:`apply_lut` on colours (n, 3) in [0, 1]: float32 (n, 3), block by block."""
     pixels = np.ascontiguousarray(colours, dtype=np.float32)
@@ -203,12 +196,8 @@ def _exact(lut: Lut3D, colours: np.ndarray, threaded: bool) -> np.ndarray:
             colours = _apply_curves(lut.curves, lut.curves_domain, colours)
         _apply_block(cells, size, low, scale, colours, out[start:stop])
 
-    starts = range(0, len(pixels), _BLOCK_PIXELS)
-    if threaded:
-        _in_threads(block, starts)
-    else:
-        for start in starts:
-            block(start)
+    # each block writes its own slice, so the result does not depend on the thread count
+    in_threads(block, range(0, len(pixels), _BLOCK_PIXELS), _threads() if threaded else 1)
     return out
 
 
