@@ -181,6 +181,26 @@ def test_atomic_write_cleans_up_on_an_interrupt_at_any_point(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_killed_writers_temporary_file_is_removed_by_whoever_outlives_it(tmp_path: Path) -> None:
+    """A writer killed inside ``atomic_write`` (SIGKILL: no handler runs) leaves its hidden temporary file;
+    ``remove_temporaries`` (the batch's parent when a helper dies, a training run's folder) deletes exactly
+    those of the target, long names shortened alike, and nothing else."""
+    from recolorize.io_utils import remove_temporaries
+
+    def killed_inside(target: Path) -> Path:
+        tmp = atomic_write(target).__enter__()  # entered, never left: what a SIGKILL mid-write leaves
+        tmp.write_bytes(b"partial")
+        return tmp
+
+    short, long = tmp_path / "q00.jpg", tmp_path / ("x" * 240 + ".jpg")
+    left = [killed_inside(short), killed_inside(long)]
+    others = [tmp_path / "q00.jpg", tmp_path / ".q00.jpg.notmine", tmp_path / ".q01.jpg.0123abcd.jpg"]
+    for path in others:
+        path.write_bytes(b"keep")
+    assert sorted(remove_temporaries(short) + remove_temporaries(long)) == sorted(left)
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+
+
 def test_folder_scans_skip_hidden_and_temporary_files(
     tiny_weights: Path, pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], request
 ) -> None:

@@ -11,10 +11,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "is_hidden", "name_problem", "output_file_problem"]
+__all__ = [
+    "TEMP_PREFIX",
+    "atomic_write",
+    "is_hidden",
+    "name_problem",
+    "output_file_problem",
+    "remove_temporaries",
+]
 
 #: Every temporary file of :func:`atomic_write` starts with it: a hidden file.
 TEMP_PREFIX = "."
@@ -95,14 +103,42 @@ def output_file_problem(path: str | os.PathLike[str], create_folder: bool = Fals
 def _temp_name(target: Path, ending: str) -> str:
     """A free-looking hidden name beside ``target`` that fits the filesystem's name limit: the target's
     name, shortened (its start plus a hash of the whole) when name + random part + suffix would not fit."""
-    random_part = f".{os.urandom(4).hex()}{ending}"
+    return f"{_temp_head(target, ending)}.{os.urandom(_RANDOM_BYTES).hex()}{ending}"
+
+
+#: Random bytes in a temporary name (hex: twice as many characters).
+_RANDOM_BYTES = 4
+
+
+def _temp_head(target: Path, ending: str) -> str:
+    """The part of ``_temp_name`` before its random part: the prefix and the (maybe shortened) name."""
+    random_part = f".{'0' * 2 * _RANDOM_BYTES}{ending}"
     name = target.name
     room = _name_max(target.parent) - len(os.fsencode(TEMP_PREFIX + random_part))
     if len(os.fsencode(name)) > room:
         digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
         head = os.fsencode(name)[: max(room - len(digest) - 1, 0)].decode("utf-8", "ignore")
         name = f"{head}~{digest}"
-    return f"{TEMP_PREFIX}{name}{random_part}"
+    return f"{TEMP_PREFIX}{name}"
+
+
+def remove_temporaries(path: str | os.PathLike[str], suffix: str | None = None) -> list[Path]:
+    """Delete the temporary files ``atomic_write(path, suffix)`` left beside ``path`` because its writer was
+    killed before it could (SIGKILL, the out-of-memory killer); returns them. Only for a target no live
+    writer is writing: a parent whose helper process died, a run resumed after a crash."""
+    target = Path(path)
+    ending = suffix if suffix is not None else target.suffix
+    pattern = re.compile(
+        re.escape(_temp_head(target, ending)) + rf"\.[0-9a-f]{{{2 * _RANDOM_BYTES}}}" + re.escape(ending)
+    )
+    removed = []
+    with contextlib.suppress(OSError):  # no folder: nothing was left
+        for entry in target.parent.iterdir():
+            if pattern.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed.append(entry)
+    return removed
 
 
 def _umask() -> int:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from recolorize.config import resolution_problem
 from recolorize.errors import UserError, one_line
 from recolorize.image_formats import PHOTO_SUFFIXES
-from recolorize.io_utils import is_hidden, name_problem, output_file_problem
+from recolorize.io_utils import is_hidden, name_problem, output_file_problem, remove_temporaries
 from recolorize.threads import cores
 
 if TYPE_CHECKING:
@@ -708,6 +708,7 @@ def _collect(job: Job, future: Future) -> tuple[Job, BaseException | None]:
     try:
         lines = future.result()
     except BrokenProcessPool:
+        remove_temporaries(job.output)  # the helper died inside atomic_write: its half-written photo
         return job, RuntimeError("the helper process re-colouring it stopped (out of memory?)")
     except Exception as error:  # noqa: BLE001 - the job's own error, named by the caller
         return job, error

@@ -23,7 +23,7 @@ from PIL import Image
 
 from recolorize.config_json import save_json
 from recolorize.errors import UserError, write_errors
-from recolorize.io_utils import atomic_write
+from recolorize.io_utils import atomic_write, remove_temporaries
 from recolorize.training.checkpoint import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, stage_weights_path
 from recolorize.training.stages import LOSS_TERMS, STAGE_ORDER
 
@@ -87,8 +87,7 @@ def prepare_run_dir(run_dir: Path, metrics: MetricsLog, fresh: bool) -> None:
     except OSError as error:  # a file in the way, no permission, a read-only disk
         raise UserError(f"cannot create the run folder {run_dir}: {error.strerror or error}") from error
     for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME):  # temporary files of a killed writer
-        for stale in run_dir.glob(f".{name}.*"):
-            stale.unlink(missing_ok=True)
+        remove_temporaries(run_dir / name)
     if fresh:
         metrics.reset()
 
