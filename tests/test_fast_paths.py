@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from recolorize.config import NUM_STYLES, get_config
+from recolorize.errors import UserError
 from recolorize.imaging import LoadedImage, encode_image, load_image, takes_8bit_srgb
 from recolorize.inference import carry, pipeline
 from recolorize.networks.blocked import render_image
@@ -171,15 +172,15 @@ def test_render_uint8_is_what_saving_the_float_result_writes(shipped, monkeypatc
 
 def test_takes_8bit_srgb_only_when_saving_just_quantises() -> None:
     rgb = np.random.default_rng(0).random((40, 50, 3), dtype=np.float32)
-    plain = LoadedImage(rgb=rgb)
+    plain = LoadedImage(pixels=rgb)
     assert takes_8bit_srgb(plain, "JPEG") and takes_8bit_srgb(plain, "PNG") and takes_8bit_srgb(None, None)
-    sixteen = LoadedImage(rgb=rgb, bit_depth=16)
+    sixteen = LoadedImage(pixels=rgb, bit_depth=16)
     assert not takes_8bit_srgb(sixteen, "PNG") and not takes_8bit_srgb(sixteen, "TIFF")
     assert takes_8bit_srgb(sixteen, "JPEG")  # JPEG is 8-bit whatever the source
     srgb_icc = Image.new("RGB", (1, 1)).info.get("icc_profile") or _srgb_icc()
-    assert takes_8bit_srgb(LoadedImage(rgb=rgb, icc_profile=srgb_icc), "JPEG")
+    assert takes_8bit_srgb(LoadedImage(pixels=rgb, icc_profile=srgb_icc), "JPEG")
     # a source that kept its own samples is wide-gamut: the change is carried in float
-    wide = LoadedImage(rgb=rgb, icc_profile=srgb_icc, samples=(rgb * 255).astype(np.uint8))
+    wide = LoadedImage(pixels=rgb, icc_profile=srgb_icc, samples=(rgb * 255).astype(np.uint8))
     assert not takes_8bit_srgb(wide, "JPEG")
     assert takes_8bit_srgb(wide, "BMP")  # BMP carries no profile: sRGB
 
@@ -196,7 +197,7 @@ def test_uint8_pixels_are_encoded_as_they_are_with_alpha_and_exif() -> None:
     alpha = rng.integers(0, 256, (30, 40), dtype=np.uint8)
     exif = Image.Exif()
     exif[0x010F] = "camera"
-    like = LoadedImage(rgb=rgb, alpha=alpha, exif=b"Exif\x00\x00" + exif.tobytes())
+    like = LoadedImage(pixels=rgb, alpha=alpha, exif=b"Exif\x00\x00" + exif.tobytes())
     samples = np.round(rgb * 255).astype(np.uint8)
     data = encode_image(samples, like=like, fmt="PNG")
     assert data == encode_image(samples.astype(np.float32) / 255, like=like, fmt="PNG")
@@ -303,3 +304,17 @@ def test_a_reference_is_described_once_for_many_sources(shipped, monkeypatch) ->
             np.testing.assert_array_equal(m, n)
     recolorizer.prepare(sources[0], load_image(EXAMPLES / "reference.jpg"))  # another object: computed again
     assert batches == [2, 1, 2]
+
+
+def test_work_in_the_background_gives_its_result_or_its_error() -> None:
+    """``in_background`` (the model loads while the photos decode): the result when asked, or the error it
+    raised, raised where it is asked for."""
+    from recolorize.threads import in_background
+
+    assert in_background(lambda: 6 * 7).result() == 42
+
+    def fails() -> None:
+        raise UserError("cannot load model weights here")
+
+    with pytest.raises(UserError, match="cannot load"):
+        in_background(fails).result()

@@ -455,7 +455,7 @@ def test_save_refusals_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.
 
 def test_encode_image_for_download() -> None:
     arr = photo()
-    loaded = LoadedImage(rgb=arr.astype(np.float32) / 255)
+    loaded = LoadedImage(pixels=arr.astype(np.float32) / 255)
     for fmt, magic in (("jpg", b"\xff\xd8"), ("PNG", b"\x89PNG"), ("webp", b"RIFF")):
         data = encode_image(loaded.rgb, loaded, fmt, quality=90)
         assert data.startswith(magic)
@@ -530,3 +530,26 @@ def test_resize_image_is_pillows_resize(name: str) -> None:
     assert np.abs(floats - ours / 255.0).max() <= 1.5 / 255  # 8-bit Pillow rounds between its two passes
     with pytest.raises(ValueError, match="unknown filter"):
         resize_image(arr, (40, 30), "box-ish")
+
+
+def test_an_8bit_photo_keeps_its_samples_and_makes_float_pixels_only_when_asked(tmp_path: Path) -> None:
+    """An 8-bit sRGB photo decodes to its uint8 samples (the transfer needs no float copy); ``rgb`` is them
+    divided by 255, made once on first use; 16-bit and profile-converted photos decode to float pixels."""
+    rng = np.random.default_rng(3)
+    samples = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(samples).save(tmp_path / "eight.png")
+    eight = load_image(tmp_path / "eight.png")
+    assert eight.pixels.dtype == np.uint8 and np.array_equal(eight.srgb8, samples)
+    assert "_rgb" not in vars(eight)
+    assert eight.rgb.dtype == np.float32 and np.array_equal(eight.rgb, samples.astype(np.float32) / 255)
+    assert eight.rgb is eight.rgb  # made once
+    assert (eight.height, eight.width) == (40, 60)
+    lean = eight.metadata_only()
+    assert lean.srgb8 is None and lean.rgb.shape == (40, 60, 3) and not lean.rgb.any()
+    Image.fromarray(samples[..., 0]).save(tmp_path / "grey.png")
+    grey = load_image(tmp_path / "grey.png")
+    assert grey.greyscale and np.array_equal(grey.srgb8, np.repeat(samples[..., :1], 3, axis=-1))
+    sixteen = load_image((samples.astype(np.uint16) * 257)[..., :3])
+    assert sixteen.srgb8 is None and sixteen.pixels.dtype == np.float32
+    with pytest.raises(ValueError):
+        LoadedImage(pixels=samples.astype(np.float64))

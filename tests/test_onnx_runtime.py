@@ -248,3 +248,45 @@ def test_a_model_trained_on_the_local_field_gets_it_in_its_base_in_both_pipeline
     after = Recolorizer.from_pretrained()
     shipped = after.render_array(after.prepare(source, reference), 1.0, np.uint8).astype(int)
     assert np.abs(ours - shipped).mean() > 0.05  # the placement changes f's input, so its output
+
+
+def test_the_carry_up_of_8bit_samples_is_that_of_their_float_pixels(monkeypatch) -> None:
+    """An 8-bit photo is carried up from its samples (no float copy of the photo): the same numbers as from
+    its float pixels (samples / 255), the uint8 output ``round(x * 255)`` of the float one, whatever the
+    thread count (each piece writes its own rows)."""
+    from recolorize import threads
+    from recolorize.inference import carry
+
+    rng = np.random.default_rng(2)
+    samples = rng.integers(0, 256, (203, 307, 3), dtype=np.uint8)
+    dmat = (0.3 * rng.standard_normal((3, 3, 17, 23))).astype(np.float32)
+    c = (0.2 * rng.standard_normal((3, 17, 23))).astype(np.float32)
+    floats = np.empty(samples.shape, np.float32)
+    apply_affine(samples.astype(np.float32) / np.float32(255), dmat, c, floats)
+    assert 0 < (floats == 0).mean() < 0.5 and 0 < (floats == 1).mean() < 0.5  # both clips happen
+    from_samples = np.empty(samples.shape, np.float32)
+    apply_affine(samples, dmat, c, from_samples)
+    assert np.array_equal(from_samples, floats)
+    expected = np.round(floats * 255).astype(np.uint8)
+    for count in (1, 2, 3):
+        monkeypatch.setattr(threads, "cores", lambda count=count: count)
+        monkeypatch.setattr(carry, "cores", lambda count=count: count)
+        levels = np.empty(samples.shape, np.uint8)
+        apply_affine(samples, dmat, c, levels)
+        assert np.array_equal(levels, expected), count
+
+
+def test_a_large_8bit_photo_is_recoloured_without_its_float_copy(shipped) -> None:
+    """The transfer of an 8-bit photo over ``DIRECT_MAX_PIXELS`` to 8-bit samples never makes the photo's
+    float pixels (144 MB and ~0.2 s at 12 MP): the decoded image still holds only its samples after."""
+    from PIL import Image
+
+    _, recolorizer = shipped
+    with Image.open(EXAMPLES / "source.jpg") as im:
+        large = im.convert("RGB").resize((1000, 700), Image.Resampling.BICUBIC)
+    source = load_image(large)
+    assert source.srgb8 is not None
+    prepared = recolorizer.prepare(source, EXAMPLES / "reference.jpg")
+    result = recolorizer.render_array(prepared, 1.0, np.uint8)
+    assert result.shape == (700, 1000, 3) and "_rgb" not in vars(source)
+    assert np.abs(result.astype(int) - source.srgb8).mean() > 5  # it was re-coloured

@@ -5,13 +5,15 @@ loops), and freed memory handed back to the system between a large photo's steps
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["cores", "in_threads", "return_free_memory"]
+__all__ = ["cores", "in_background", "in_threads", "return_free_memory"]
 
 Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def cores() -> int:
@@ -35,6 +37,23 @@ def in_threads(work: Callable[[Item], None], items: Iterable[Item], threads: int
     with ThreadPoolExecutor(count, thread_name_prefix="recolorize-piece") as pool:
         for future in [pool.submit(work, item) for item in items]:
             future.result()
+
+
+def in_background(work: Callable[[], Result]) -> Future[Result]:
+    """``work()`` started in a thread; its ``Future`` gives the result, or raises its error, when asked.
+    Why: loading the model's graphs (~0.2 s, mostly in ONNX Runtime's C++, which lets go of Python's lock)
+    can run while the photos decode. Not a daemon: a process that exits early (a photo that does not
+    decode) waits for it, since ONNX Runtime aborts the process when its session is torn down mid-load."""
+    future: Future[Result] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as error:  # noqa: BLE001 - handed to whoever asks for the result
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="recolorize-background").start()
+    return future
 
 
 def return_free_memory() -> None:

@@ -111,7 +111,7 @@ class Session:
 
 def _preview_image(image: LoadedImage, long_side: int) -> LoadedImage:
     """The source scaled so its long side is at most ``long_side`` (antialiased), as a bare LoadedImage."""
-    return LoadedImage(rgb=fit_long_side(image.rgb, long_side))
+    return LoadedImage(pixels=fit_long_side(image.rgb, long_side))
 
 
 def _png_fast(rgb: np.ndarray) -> bytes:

@@ -135,7 +135,9 @@ def _grade(job: Any, lut: Any, args: argparse.Namespace, max_pixels: int) -> Non
 
     photo = load_image(job.source, max_pixels=max_pixels)
     if photo.bit_depth == 8 and takes_8bit_srgb(photo, output_format(job.output)):
-        graded = lut.apply_8bit(photo.rgb)  # (the decoded 8-bit samples / 255: rounded back exactly)
+        # the decoded 8-bit samples themselves (a greyscale or converted photo: its float pixels, rounded
+        # back exactly), so no float copy of the photo is made
+        graded = lut.apply_8bit(photo.srgb8 if photo.srgb8 is not None else photo.rgb)
         photo = photo.metadata_only()
     else:
         graded = lut.apply(photo.rgb)

@@ -77,7 +77,8 @@ def load_crop(
     decoded = load_image(photo.image, reduce_to=reduce_to)
     sx, sy = decoded.width / width, decoded.height / height
     box = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
-    crop = resize_image(to_uint8(decoded.rgb), (resolution, resolution), "bicubic", box=box)
+    samples = decoded.srgb8 if decoded.srgb8 is not None else to_uint8(decoded.rgb)  # the same 8 bits
+    crop = resize_image(samples, (resolution, resolution), "bicubic", box=box)
     array = crop.astype(np.float32) / 255.0
     image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
     box_full = (left, top, left + side, top + side)

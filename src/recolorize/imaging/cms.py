@@ -30,7 +30,7 @@ import logging
 import numpy as np
 from PIL import Image, ImageCms
 
-from recolorize.imaging.convert import _quantise, _unit
+from recolorize.imaging.convert import _quantise, unit_float
 from recolorize.imaging.icc import MatrixProfile, carry_edit, convert, srgb_profile
 from recolorize.imaging.loaded import LoadedImage
 
@@ -99,8 +99,9 @@ def _matrix_convert(rgb: np.ndarray, src_icc: bytes, dst_icc: bytes) -> np.ndarr
 
 
 def _to_srgb(data: np.ndarray, space: str, icc: bytes | None, name: str) -> tuple[np.ndarray, bool]:
-    """Colour samples in ``space`` (possibly described by ``icc``) -> float32 sRGB (H, W, 3), and whether
-    RGB samples were converted from a non-sRGB profile (then they differ from ``rgb``'s encoding)."""
+    """Colour samples in ``space`` (possibly described by ``icc``) -> sRGB (H, W, 3), and whether RGB samples
+    were converted from a non-sRGB profile (then they differ from ``rgb``'s encoding). 8-bit samples that
+    need no conversion come back as they are (uint8), everything else as float32 in [0, 1]."""
     profile = _cms_profile(icc) if icc else None
     pspace = _profile_space(icc)
     usable = profile is not None and pspace == {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}[space]
@@ -119,19 +120,19 @@ def _to_srgb(data: np.ndarray, space: str, icc: bytes | None, name: str) -> tupl
         usable = out is not None
         if usable:
             return out.astype(np.float32) / 255.0, space == "RGB"
-    if not usable:
-        unit = _unit(data)
+    if not usable:  # sRGB already: 8-bit samples stay as they are (``LoadedImage.pixels``)
+        unit = data if data.dtype == np.uint8 else unit_float(data)
         return (np.repeat(unit[..., None], 3, axis=-1) if space == "L" else unit), False
     if space == "RGB":
-        converted = _matrix_convert(_unit(data), icc, _srgb_profile().tobytes())
+        converted = _matrix_convert(unit_float(data), icc, _srgb_profile().tobytes())
         if converted is not None:
             return converted, True
         logger.warning("%s: 16-bit data with a table-based ICC profile is converted at 8-bit precision", name)
-        eight = np.round(_unit(data) * 255.0).astype(np.uint8)
+        eight = np.round(unit_float(data) * 255.0).astype(np.uint8)
         out = _cms(Image.fromarray(eight, "RGB"), profile, _srgb_profile(), "RGB")
         return (eight if out is None else out).astype(np.float32) / 255.0, out is not None
     logger.info("%s: grey ICC profile on 16-bit data ignored (treated as sRGB tones)", name)
-    return np.repeat(_unit(data)[..., None], 3, axis=-1), False
+    return np.repeat(unit_float(data)[..., None], 3, axis=-1), False
 
 
 def _from_srgb(

@@ -17,10 +17,18 @@ from recolorize.threads import in_threads
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["RESAMPLING", "fit_long_side", "resize_array", "resize_for_network", "resize_image", "to_uint8"]
+__all__ = [
+    "RESAMPLING",
+    "fit_long_side",
+    "resize_array",
+    "resize_for_network",
+    "resize_image",
+    "to_uint8",
+    "unit_float",
+]
 
 
-def _unit(data: np.ndarray) -> np.ndarray:
+def unit_float(data: np.ndarray) -> np.ndarray:
     """Samples as float32 in [0, 1]: integer samples divided by their full scale in one pass into the
     float copy (``float32(x) / float32(scale)``, the same numbers as converting then dividing), a large photo
     in two row blocks in threads (NumPy lets go of Python's lock): a 12-MP photo 0.25 s -> ~0.06 s."""
@@ -106,7 +114,8 @@ def resize_for_network(image: torch.Tensor, size: int | tuple[int, int]) -> torc
 
 
 def resize_array(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``rgb`` (H, W, C) float resized to ``size`` = (height, width) as float32 in [0, 1]: what
+    """``rgb`` (H, W, C) float, or (H, W, 3) uint8 samples, resized to ``size`` = (height, width) as float32
+    in [0, 1]: what
     ``resize_for_network`` computes (the antialiased bilinear filter, pixel centres aligned) without torch.
 
     Pillow's bilinear filter on float ("F") channels is the same triangle filter, widened by the scale when
@@ -114,6 +123,12 @@ def resize_array(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     to ~2e-5 (a test holds them so), far below a level of an 8-bit file.
     """
     height, width = int(size[0]), int(size[1])
+    if rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3:
+        # 8-bit samples: Pillow's 8-bit filter (the same triangle, rounded to a level; a 12-MP photo's
+        # copy in ~0.08 s against ~0.3 s through three float planes, and no float copy of the photo)
+        if rgb.shape[:2] != (height, width):
+            rgb = np.asarray(Image.fromarray(rgb, "RGB").resize((width, height), Image.Resampling.BILINEAR))
+        return unit_float(rgb)
     if rgb.shape[:2] == (height, width):
         return np.ascontiguousarray(rgb, dtype=np.float32)
     out = np.empty((height, width, rgb.shape[2]), dtype=np.float32)

@@ -69,7 +69,7 @@ def _from_pil(
         "loaded %s: %s %dx%d, %d-bit, icc=%s", name, fmt, rgb.shape[1], rgb.shape[0], depth, bool(icc)
     )
     return LoadedImage(
-        rgb=np.ascontiguousarray(rgb, dtype=np.float32),
+        pixels=np.ascontiguousarray(rgb),
         alpha=None if alpha is None else np.ascontiguousarray(alpha),
         icc_profile=bytes(icc) if icc else None,
         exif=exif,
@@ -107,7 +107,7 @@ def _from_array(array: np.ndarray, limit: int) -> LoadedImage:
     space = "L" if a.ndim == 2 else "RGB"
     rgb, _ = _to_srgb(a, space, None, name)
     return LoadedImage(
-        rgb=np.ascontiguousarray(rgb), alpha=alpha, greyscale=_is_grey(a, space), bit_depth=depth
+        pixels=np.ascontiguousarray(rgb), alpha=alpha, greyscale=_is_grey(a, space), bit_depth=depth
     )
 
 

@@ -25,7 +25,7 @@ from PIL import Image
 from recolorize.errors import UserError, shown
 from recolorize.image_formats import WRITE_FORMATS
 from recolorize.imaging.cms import _cms_profile, _from_srgb, _is_srgb, _profile_space, _quiet_profile
-from recolorize.imaging.convert import _as_hwc, _quantise, _unit
+from recolorize.imaging.convert import _as_hwc, _quantise, unit_float
 from recolorize.imaging.exif import _EXIF_HEADER
 from recolorize.imaging.loaded import LoadedImage
 from recolorize.io_utils import atomic_write
@@ -98,7 +98,7 @@ def output_format(path: str | os.PathLike[str]) -> str:
 def _alpha_as(alpha: np.ndarray, depth: int) -> np.ndarray:
     if alpha.dtype == (np.uint16 if depth == 16 else np.uint8):
         return alpha
-    return _quantise(_unit(alpha), depth)
+    return _quantise(unit_float(alpha), depth)
 
 
 def _png16(rgb16: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:

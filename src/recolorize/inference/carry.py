@@ -13,23 +13,24 @@ with ``p`` the copy and ``d`` the rendering minus the copy; out = p + D p + c. F
 an unchanged rendering give D = 0, c = 0 exactly. The coefficients are box-smoothed (the guided filter's
 second pass), bilinearly upsampled to the full size (pixel centres aligned) and applied tile by tile, so
 memory stays bounded at any size. The maths is ``docs/architecture.md``'s carry-up, measured there
-(``benchmarks/carry_fidelity.py``: radius 1, eps 3e-6 on a 0.26-MP copy).
+(``benchmarks/carry_fidelity.py``: radius 1, eps 1e-6 on a 0.066-MP copy).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from recolorize.threads import in_threads, return_free_memory
+from recolorize.threads import cores, in_threads, return_free_memory
 
 __all__ = ["CARRY_EPS", "CARRY_RADIUS", "apply_affine", "carry_up", "fit_local_affine"]
 
 #: Window radius (copy pixels) and ridge toward the identity ((colour units)^2): measured against the
-#: direct rendering of whole 1.2-MP photos (``benchmarks/carry_fidelity.py``, mean dE2000 0.64).
+#: direct rendering of whole 1.2-MP photos (``benchmarks/carry_fidelity.py``): on the 0.066-MP copy, eps
+#: 1e-6 is closer (mean dE2000 1.06) than 3e-6 (1.37), which suited the earlier 0.26-MP copy.
 CARRY_RADIUS = 1
-CARRY_EPS = 3e-6
-#: Full-size pixels per application tile: the 12 coefficient planes of a tile stay in cache.
-TILE_PIXELS = 1 << 16
+CARRY_EPS = 1e-6
+#: Photo rows blended at a time in the full-size pass: their 12 coefficient planes stay in cache.
+APPLY_ROWS = 8
 #: Copy rows fitted at a time (plus ``2 radius`` rows above and below): ~40 float64 planes of a strip of
 #: a 0.26-MP copy stay ~10 MB.
 FIT_STRIP_ROWS = 32
@@ -129,46 +130,84 @@ def _interp_index(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return low, high, (position - low).astype(np.float32)
 
 
+def _along_x(
+    coeff: np.ndarray, row: int, x_low: np.ndarray, x_high: np.ndarray, x_weight: np.ndarray
+) -> np.ndarray:
+    """Coefficient row ``row`` of ``coeff`` (12, h, w) upsampled along x to the photo's width: (12, W)."""
+    low = coeff[:, row, x_low]
+    step = coeff[:, row, x_high]
+    step -= low
+    step *= x_weight
+    step += low
+    return step
+
+
 def apply_affine(source: np.ndarray, dmat: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
-    """``out = src + D(x) src + c(x)`` clipped to [0, 1], with D, c bilinearly upsampled to the source's
-    size, a tile of rows at a time (a few tiles at once). source: (H, W, 3) float32; out: (H, W, 3) float32,
-    or uint8 (each tile quantised as ``round(x * 255)``, what saving the float result writes)."""
+    """``out = src + D(x) src + c(x)`` clipped, with D, c bilinearly upsampled to the source's size (pixel
+    centres aligned). source: (H, W, 3) float32 in [0, 1], or uint8 samples (an 8-bit photo's: each row
+    is made float as it is used, so the photo never is); out: (H, W, 3) float32 in [0, 1], or uint8
+    (``round(x * 255)``, what saving the float result writes).
+
+    Why it is laid out so: the work is ~60 operations a pixel, so it is bound by how NumPy walks memory.
+    Each coefficient row is upsampled along x once (12 planes of the photo's width), and the photo's rows
+    between two coefficient rows take the two rows' blend with one broadcast product, no gathers; the
+    channels are planes, so every operation runs along a whole row (channels-last, the inner loops were 3
+    long: twice the time). Coefficient rows are split over threads; each piece writes only its own rows.
+    """
     height, width = source.shape[:2]
     h, w = c.shape[-2:]
-    # (h, w, 12): D row-major (D[i, j] at 3 i + j), then c
-    planes = np.ascontiguousarray(
-        np.concatenate([dmat.reshape(9, h, w), c]).transpose(1, 2, 0), dtype=np.float32
-    )
-    y_low, y_high, y_weight = _interp_index(height, h)
-    x_low, _, x_weight = _interp_index(width, w)
-    x_weight = x_weight[:, None]
-    rows = max(1, TILE_PIXELS // max(1, width))
+    # (12, h, w): D row-major (D[i, j] at 3 i + j), then c
+    coeff = np.concatenate([dmat.reshape(9, h, w), c]).astype(np.float32)
+    x_low, x_high, x_weight = _interp_index(width, w)
+    y_low, _, y_weight = _interp_index(height, h)
+    # the photo's rows that lie after coefficient row r (and before r + 1): starts[r] .. starts[r + 1]
+    starts = np.searchsorted(y_low, np.arange(h + 1))
     quantise = out.dtype == np.uint8
 
-    def apply_tile(top: int) -> None:
-        bottom = min(height, top + rows)
-        wy = y_weight[top:bottom, None, None]
-        # (rows, w, 12) then (rows, W, 12): each gather copies a pixel's 12 coefficients as one block
-        along_y = planes[y_low[top:bottom]] * (1.0 - wy) + planes[y_high[top:bottom]] * wy
-        # along x as A[lo] + w (A[lo + 1] - A[lo]) (x_high is x_low + 1, or x_low at the right edge where
-        # the step is 0): two gathers and two in-place passes instead of four passes and their temporaries
-        step = np.diff(along_y, axis=1, append=along_y[:, -1:])
-        k = step[:, x_low]
-        k *= x_weight
-        k += along_y[:, x_low]
-        s = source[top:bottom]
-        tile = s + k[..., 9:12]
-        product = np.empty_like(tile)
-        for j in range(3):  # column j of D times channel j of the source
-            tile += np.multiply(k[..., j:9:3], s[..., j : j + 1], out=product)
-        np.clip(tile, 0.0, 1.0, out=tile)
-        if quantise:
-            np.nan_to_num(tile, copy=False)
-            tile *= 255.0
-            np.rint(tile, out=tile)
-        out[top:bottom] = tile
+    def rows_after(first: int, last: int) -> None:
+        upper = _along_x(coeff, first, x_low, x_high, x_weight)
+        for row in range(first, last):
+            top, bottom = int(starts[row]), int(starts[row + 1])
+            lower = upper
+            upper = _along_x(coeff, min(row + 1, h - 1), x_low, x_high, x_weight)
+            if top == bottom:
+                continue
+            for chunk in range(top, bottom, APPLY_ROWS):
+                end = min(bottom, chunk + APPLY_ROWS)
+                # (12, rows, W): lower + wy (upper - lower), wy of each row
+                coefficients = (upper - lower)[:, None, :] * y_weight[chunk:end, None]
+                coefficients += lower[:, None, :]
+                _affine_rows(source[chunk:end], coefficients, out[chunk:end], quantise)
 
-    in_threads(apply_tile, range(0, height, rows))
+    pieces = max(1, min(h, 4 * cores()))
+    edges = np.linspace(0, h, pieces + 1).round().astype(int)
+    in_threads(
+        lambda span: rows_after(*span), [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    )
+
+
+def _affine_rows(source: np.ndarray, coefficients: np.ndarray, out: np.ndarray, quantise: bool) -> None:
+    """Rows of ``apply_affine``: source (rows, W, 3), coefficients (12, rows, W) -> out (rows, W, 3).
+
+    8-bit samples are divided by 255 as ``LoadedImage.rgb`` divides them, and the 8-bit result is
+    ``round(clip(x) * 255)`` as ``to_uint8`` computes it, so the uint8 and float outputs of an 8-bit or a
+    float source are the same numbers."""
+    if source.dtype == np.uint8:
+        planes = [np.divide(source[:, :, j], np.float32(255.0), dtype=np.float32) for j in range(3)]
+    else:
+        planes = [np.ascontiguousarray(source[:, :, j], dtype=np.float32) for j in range(3)]
+    result = np.empty_like(planes[0])
+    product = np.empty_like(result)
+    for i in range(3):
+        np.add(planes[i], coefficients[9 + i], out=result)
+        for j in range(3):
+            result += np.multiply(coefficients[3 * i + j], planes[j], out=product)
+        np.clip(result, 0.0, 1.0, out=result)
+        if quantise:
+            np.nan_to_num(result, copy=False)
+            result *= np.float32(255.0)
+            np.rint(result, out=result)
+        out[:, :, i] = result
 
 
 def carry_up(

@@ -41,7 +41,7 @@ from recolorize.config import resolution_problem
 from recolorize.errors import UserError, one_line
 from recolorize.image_formats import PHOTO_SUFFIXES
 from recolorize.io_utils import is_hidden, name_problem, output_file_problem, remove_temporaries
-from recolorize.threads import cores
+from recolorize.threads import cores, in_background
 
 if TYPE_CHECKING:
     from recolorize.imaging import LoadedImage
@@ -502,10 +502,20 @@ class _Run:
         self.recolorizer = recolorizer
         self.threads = threads  # the networks' threads (None: every core this process may use)
         self.references = _References(settings.pixel_limit, keep=2 if batch else 0)
+        self._loading: Future[Recolorizer] | None = None
+
+    def start_loading(self) -> None:
+        """Load the model in a thread while this one decodes the first photos (``model`` waits for it)."""
+        if self.recolorizer is None and self._loading is None:
+            self._loading = in_background(lambda: load_recolorizer(self.weights, self.settings, self.threads))
 
     def model(self) -> Recolorizer:
         if self.recolorizer is None:
-            self.recolorizer = load_recolorizer(self.weights, self.settings, self.threads)
+            loading, self._loading = self._loading, None
+            if loading is not None:
+                self.recolorizer = loading.result()  # its error, if any, is raised here as if loaded here
+            else:
+                self.recolorizer = load_recolorizer(self.weights, self.settings, self.threads)
         return self.recolorizer
 
 
@@ -616,10 +626,12 @@ def run_transfer(
     if not todo:
         return report
     run = _Run(settings, weights, plan.batch, recolorizer)
+    workers = worker_count(settings.jobs, len(todo), cores()) if plan.batch else 1
+    if workers == 1:
+        run.start_loading()  # while the reference and the first source decode
     if plan.shared_reference is not None:
         with held_logs():
             run.references.get(plan.shared_reference)
-    workers = worker_count(settings.jobs, len(todo), cores()) if plan.batch else 1
     if workers == 1 and plan.batch:
         run.model()  # a batch's model error is the command's, not each photo's
     outcomes = _in_pool(run, todo, workers) if workers > 1 else (_attempt(run, job) for job in todo)

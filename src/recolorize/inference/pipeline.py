@@ -71,10 +71,14 @@ __all__ = [
 #: Largest photo (pixels) on which the generator runs on every pixel (0.5 MP); the benchmark's photos
 #: (481x321) are all rendered so.
 DIRECT_MAX_PIXELS = 1 << 19
-#: A larger photo is rendered on a copy of this many pixels and carried to its own size (``carry``):
-#: measured against the direct rendering of whole 1.2-MP photos (``benchmarks/carry_fidelity.py``),
-#: 0.26 MP with radius 1 is closer (mean dE2000 0.64) than 0.5 MP with radius 3 (0.88), at half the time.
-CARRY_PIXELS = 1 << 18
+#: A larger photo's networks read a copy of this many pixels (0.26 MP): the prior's 384-px and P_W's 128-px
+#: inputs are made from it (``network_copy``), never from the full-size photo.
+NETWORK_PIXELS = 1 << 18
+#: ... and the generator renders a copy of this many (0.066 MP, made from the network copy), carried to the
+#: photo's own size (``carry``). ``benchmarks/carry_fidelity.py``: against the generator on every pixel of
+#: 20 1.2-MP photos, mean dE2000 1.06 (0.26 MP, the previous copy: 0.99) in 0.36x the time; on 100
+#: make-bench pairs upscaled 2x, MAE to the ground truth 3.937 against 3.935 (every pixel: 3.963).
+CARRY_PIXELS = 1 << 16
 #: Above this many pixels a photo's freed memory is handed back to the system between steps
 #: (``recolorize.threads.return_free_memory``: 12 MP peaked 421-466 MB without, 394-404 MB with). Below it
 #: the pages would only fault back in for the next photo of a batch (torch-era measurement: 20 1-MP photos
@@ -109,8 +113,8 @@ def model_folder(path: str | Path | None) -> Path:
 
 
 def _smaller(image: LoadedImage) -> np.ndarray:
-    """A reference's pixels for its network copies: its ``carry_copy`` when it is large, else itself."""
-    copy = carry_copy(image)
+    """A reference's pixels for its network copies: its ``network_copy`` when it is large, else itself."""
+    copy = network_copy(image)
     return copy if copy is not None else image.rgb
 
 
@@ -125,22 +129,35 @@ def image_copy(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize_array(rgb, size).transpose(2, 0, 1)[None]
 
 
-def carry_copy(source: LoadedImage) -> np.ndarray | None:
-    """The ``CARRY_PIXELS`` copy of a photo over ``DIRECT_MAX_PIXELS`` (its aspect kept), else None.
+def network_copy(source: LoadedImage) -> np.ndarray | None:
+    """The ``NETWORK_PIXELS`` copy (h, w, 3) float32 of a photo over ``DIRECT_MAX_PIXELS`` (its aspect kept),
+    else None. Why the networks' smaller copies are made from it: resizing a 12-MP photo costs ~0.25 s a
+    copy through float planes (~0.08 s for 8-bit samples), and the copies from a 0.26-MP one differ from
+    those of the photo by ~1e-3 of a level's worth where it matters."""
+    size = scaled_size(source.height, source.width, NETWORK_PIXELS)
+    return None if size is None else resize_array(source.pixels, size)
 
-    Why the smaller copies are made from it: resizing a 12-MP photo costs ~0.25 s a copy (three float planes
-    through Pillow), and the 384- and 128-px copies from a 0.26-MP one differ from those of the photo by
-    ~1e-3 of a level's worth where it matters (the tests hold the result within a level of the torch path).
-    """
+
+def carry_copy(source: LoadedImage, network: np.ndarray | None = None) -> np.ndarray | None:
+    """The ``CARRY_PIXELS`` copy (h, w, 3) float32 the generator renders for a photo over
+    ``DIRECT_MAX_PIXELS``, else None: made from its ``network`` copy (made here when not given)."""
     size = carry_size(source.height, source.width)
-    return None if size is None else resize_array(source.rgb, size)
+    if size is None:
+        return None
+    return resize_array(network if network is not None else network_copy(source), size)
 
 
 def carry_size(height: int, width: int) -> tuple[int, int] | None:
     """(height, width) of the ``CARRY_PIXELS`` copy of a photo over ``DIRECT_MAX_PIXELS``, else None."""
+    return scaled_size(height, width, CARRY_PIXELS)
+
+
+def scaled_size(height: int, width: int, pixels: int) -> tuple[int, int] | None:
+    """(height, width) of a copy of about ``pixels`` pixels of a photo over ``DIRECT_MAX_PIXELS`` (its aspect
+    kept), else None."""
     if height * width <= DIRECT_MAX_PIXELS:
         return None
-    scale = math.sqrt(CARRY_PIXELS / (height * width))
+    scale = math.sqrt(pixels / (height * width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -154,7 +171,7 @@ class PreparedPair:
     lattice: the lattice prior (S, S, S, 3).
     local: the prior's local field (``recolorize.prior.local``), None between different scenes.
     copy: the ``CARRY_PIXELS`` copy (h, w, 3) the generator renders for a photo over ``DIRECT_MAX_PIXELS``,
-        else None; made once, and the network's smaller copies are made from it rather than from the photo.
+        else None; made once (the networks' inputs came from the larger ``network_copy``).
     timings: seconds spent per step, for benchmarks.
     """
 
@@ -217,11 +234,12 @@ class Recolorizer:
             raise UserError(f"at most {MAX_REFERENCES} references, got {len(references)}")
         reference_images = [r if isinstance(r, LoadedImage) else load_image(r) for r in references]
         loaded = time.perf_counter()
-        copy = carry_copy(source_image)
+        network = network_copy(source_image)
+        copy = carry_copy(source_image, network)
         trims = source_image.height * source_image.width > TRIM_PIXELS
         if trims:
             return_free_memory()  # the resize's plane copies, before the networks run
-        source_rgb = copy if copy is not None else source_image.rgb
+        source_rgb = network if network is not None else source_image.rgb
         reference_rgbs = [_smaller(image) for image in reference_images]
         r = self.resolution
         source_low = image_copy(source_rgb, (r, r))
@@ -293,8 +311,10 @@ class Recolorizer:
             raise UserError(f"strength must be between 0 and 1, got {strength}")
         if strength == 0.0:
             prepared.timings.update({"generate": 0.0, "full_resolution": 0.0})
-            rgb = prepared.source.rgb
-            return rgb.copy() if dtype == np.float32 else to_uint8(rgb)
+            source = prepared.source
+            if dtype == np.uint8 and source.srgb8 is not None:
+                return source.srgb8.copy()
+            return source.rgb.copy() if dtype == np.float32 else to_uint8(source.rgb)
         if strength == 1.0:
             return self._render_at(prepared, 1.0, dtype)
         mixed = self._render_at(prepared, strength, np.dtype(np.float32))
@@ -344,7 +364,7 @@ class Recolorizer:
             if trim:
                 return_free_memory()  # the generator's bands, before the full-size output
             result = np.empty((height, width, 3), dtype=dtype)
-            carry_up(source.rgb, image, rendered, result, trim)
+            carry_up(source.pixels, image, rendered, result, trim)
         elif dtype == np.uint8:
             result = to_uint8(rendered)
         else:

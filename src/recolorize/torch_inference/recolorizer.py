@@ -51,7 +51,7 @@ from recolorize.config import ModelConfig
 from recolorize.errors import UserError, WeightsError, one_line
 from recolorize.imaging import LoadedImage, load_image, resize_for_network, takes_8bit_srgb, to_pil, to_uint8
 from recolorize.inference.carry import CARRY_EPS, CARRY_RADIUS
-from recolorize.inference.pipeline import TRIM_PIXELS, carry_size
+from recolorize.inference.pipeline import TRIM_PIXELS, carry_copy, carry_size, network_copy
 from recolorize.networks.blocked import render_image
 from recolorize.networks.model import RecolorModel
 from recolorize.networks.pointwise import Conditioning, PointwiseGenerator, lab_features
@@ -100,14 +100,11 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def smaller_rgb(image: LoadedImage) -> np.ndarray:
-    """The pixels a photo's network copies are made from: over ``DIRECT_MAX_PIXELS``, its ``CARRY_PIXELS``
-    copy (as ``recolorize.inference.pipeline.carry_copy`` makes them, so the two pipelines agree), else
+    """The pixels a photo's network copies are made from: over ``DIRECT_MAX_PIXELS``, its ``NETWORK_PIXELS``
+    copy (as ``recolorize.inference.pipeline.network_copy`` makes them, so the two pipelines agree), else
     the photo itself."""
-    size = carry_size(image.height, image.width)
-    if size is None:
-        return image.rgb
-    full = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)[None]
-    return resize_for_network(full, size)[0].permute(1, 2, 0).contiguous().numpy()
+    copy = network_copy(image)
+    return image.rgb if copy is None else copy
 
 
 def finite_output(image: torch.Tensor) -> torch.Tensor:
@@ -368,7 +365,8 @@ class TorchRecolorizer:
         height, width = source_full.shape[-2:]
         size = carry_size(height, width)
         if size is not None:
-            source_mid = resize_for_network(source_full, size)
+            copy = carry_copy(prepared.source)  # the ONNX pipeline's copy (8-bit photos: Pillow's filter)
+            source_mid = torch.from_numpy(np.ascontiguousarray(copy.transpose(2, 0, 1)))[None]
             rendered = self._render_pointwise(prepared, source_mid, maps, conditioning, strength)
             trim = height * width > TRIM_PIXELS
             if trim:

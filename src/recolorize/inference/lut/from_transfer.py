@@ -90,7 +90,7 @@ def transfer_lut(
     if source.height * source.width > max_samples:
         scale = math.sqrt(max_samples / (source.height * source.width))
         shape = (max(1, round(source.height * scale)), max(1, round(source.width * scale)))
-        source = LoadedImage(rgb=resize_array(source.rgb, shape))
+        source = LoadedImage(pixels=resize_array(source.rgb, shape))
     rendered = recolorizer.render_array(dataclasses.replace(prepared, source=source), strength)
     return lut_from_rendering(source.rgb, rendered, base, size, max_samples)
 
