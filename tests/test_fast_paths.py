@@ -318,3 +318,29 @@ def test_work_in_the_background_gives_its_result_or_its_error() -> None:
 
     with pytest.raises(UserError, match="cannot load"):
         in_background(fails).result()
+
+
+def test_a_helpers_share_of_the_cores_holds_for_its_own_pieces_and_its_blas(monkeypatch) -> None:
+    """A ``--jobs`` helper runs its NumPy pieces on its share of the cores (``limit_cores``), and helpers
+    start with the BLAS thread variables at that share, which are put back after (its threads fighting the
+    other helpers' made ``--jobs 2`` slower than one process)."""
+    import os
+    import threading
+
+    from recolorize import threads
+    from recolorize.inference import jobs
+
+    monkeypatch.setattr(threads, "_limit", None)
+    available = threads.cores()
+    threads.limit_cores(1)
+    assert threads.cores() == 1
+    seen: set[str] = set()
+    threads.in_threads(lambda _: seen.add(threading.current_thread().name), range(8))
+    assert seen == {threading.current_thread().name}  # inline, one thread
+    monkeypatch.setattr(threads, "_limit", None)
+    assert threads.cores() == available
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with jobs._thread_variables(1):
+        assert all(os.environ[name] == "1" for name in threads.THREAD_VARIABLES)
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "OPENBLAS_NUM_THREADS" not in os.environ

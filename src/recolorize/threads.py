@@ -10,18 +10,30 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["cores", "in_background", "in_threads", "return_free_memory"]
+__all__ = ["THREAD_VARIABLES", "cores", "in_background", "in_threads", "limit_cores", "return_free_memory"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 def cores() -> int:
-    """The cores this process may use (its CPU affinity, which a container or ``taskset`` narrows)."""
+    """The cores this process may use: its CPU affinity (which a container or ``taskset`` narrows), or
+    fewer where ``limit_cores`` said so (a ``--jobs`` helper's share)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        available = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        available = max(1, os.cpu_count() or 1)
+    return min(available, _limit) if _limit is not None else available
+
+
+def limit_cores(count: int) -> None:
+    """From now on this process's own pieces (``in_threads``) use at most ``count`` cores."""
+    global _limit
+    _limit = max(1, int(count))
+
+
+#: Variables that set the BLAS and OpenMP libraries' thread counts in a process that starts with them.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def in_threads(work: Callable[[Item], None], items: Iterable[Item], threads: int | None = None) -> None:
@@ -77,3 +89,4 @@ def return_free_memory() -> None:
 
 
 _trim: Callable[[int], int] | bool | None = None
+_limit: int | None = None

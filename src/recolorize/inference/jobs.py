@@ -41,7 +41,7 @@ from recolorize.config import resolution_problem
 from recolorize.errors import UserError, one_line
 from recolorize.image_formats import PHOTO_SUFFIXES
 from recolorize.io_utils import is_hidden, name_problem, output_file_problem, remove_temporaries
-from recolorize.threads import cores, in_background
+from recolorize.threads import THREAD_VARIABLES, cores, in_background, limit_cores
 
 if TYPE_CHECKING:
     from recolorize.imaging import LoadedImage
@@ -673,16 +673,20 @@ def _in_pool(run: _Run, todo: list[Job], workers: int) -> Iterator[tuple[Job, Ba
     those (each named); the rest then run in this process. Leaving (done, Ctrl-C, an error) stops the
     workers at once: what they were writing is abandoned before it is renamed.
     """
+    share = max(1, cores() // workers)
+    with _thread_variables(share):  # the helpers start as they are needed: set while the pool lives
+        yield from _pool_outcomes(run, todo, workers, share)
+
+
+def _pool_outcomes(
+    run: _Run, todo: list[Job], workers: int, share: int
+) -> Iterator[tuple[Job, BaseException | None]]:
+    """``_in_pool``'s work, the helpers each running on ``share`` cores."""
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),  # no fork of a process that has threads
         initializer=_start_worker,
-        initargs=(
-            run.settings,
-            run.weights,
-            logging.getLogger("recolorize").getEffectiveLevel(),
-            max(1, cores() // workers),
-        ),
+        initargs=(run.settings, run.weights, logging.getLogger("recolorize").getEffectiveLevel(), share),
     )
     pending: deque[tuple[Job, Future]] = deque()
     broken = False
@@ -705,6 +709,24 @@ def _in_pool(run: _Run, todo: list[Job], workers: int) -> Iterator[tuple[Job, Ba
             if process.is_alive():
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _thread_variables(count: int) -> Iterator[None]:
+    """``THREAD_VARIABLES`` set to ``count`` while helper processes may start (then put back): a helper's
+    NumPy would otherwise start a BLAS thread per core, and N helpers' threads fought over N cores."""
+    import os
+
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update({name: str(count) for name in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _submit(pool: ProcessPoolExecutor, job: Job) -> Future | None:
@@ -751,6 +773,7 @@ def _start_worker(settings: TransferSettings, weights: Path | None, level: int, 
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
         signal.signal(signal.SIGHUP, lambda *_: sys.exit(1))
     logging.getLogger("recolorize").setLevel(level)
+    limit_cores(threads)  # the NumPy pieces too, not only the networks
     global _WORKER
     _WORKER = _Run(settings, weights, batch=True, threads=threads)
     _WORKER.model()
