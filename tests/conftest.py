@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,12 @@ SHARED_DATA = Path(
 
 # One thread: two OpenMP threads on a 2-core machine shared with anything else can run 100x slower.
 torch.set_num_threads(1)
+
+# The suite's own cache folder (converted weights, optimised graphs), for its processes and the commands
+# they start: the many small models the tests export would otherwise churn the user's cache.
+_CACHE = tempfile.mkdtemp(prefix="recolorize-test-cache-")
+os.environ["RECOLORIZE_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture(scope="session")

@@ -290,3 +290,36 @@ def test_a_large_8bit_photo_is_recoloured_without_its_float_copy(shipped) -> Non
     result = recolorizer.render_array(prepared, 1.0, np.uint8)
     assert result.shape == (700, 1000, 3) and "_rgb" not in vars(source)
     assert np.abs(result.astype(int) - source.srgb8).mean() > 5  # it was re-coloured
+
+
+def test_optimised_graphs_are_cached_and_give_the_same_numbers(tmp_path: Path, monkeypatch) -> None:
+    """The first load keeps ONNX Runtime's optimised graphs in the cache folder; the next load runs them
+    (not optimising again) with the same outputs; a damaged cached graph is made again, an unwritable
+    cache folder only means no cache, and the cache keeps the most recently used graphs."""
+    from recolorize.inference import onnx_model
+    from recolorize.inference.onnx_model import OnnxModel
+    from recolorize.io_utils import CACHE_DIR_ENV
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    folder = default_weights_path()
+    first = OnnxModel(folder)
+    cached = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert [p.name.split("-")[0] for p in cached] == ["features", "generator", "predictor"]
+    second = OnnxModel(folder)
+    assert {Path(s._model_path) for s in second.sessions.values()} == set(cached)
+    images = np.random.default_rng(4).random((2, 3, 96, 128), dtype=np.float32)
+    for one, two in zip(first.features(images), second.features(images), strict=True):
+        assert np.array_equal(one, two)
+    features = next(p for p in cached if p.name.startswith("features"))
+    features.write_bytes(b"not a graph")
+    third = OnnxModel(folder)
+    assert Path(third.sessions["features"]._model_path) == folder / "features.onnx"
+    assert features.stat().st_size > 1000  # written again, whole
+    assert np.array_equal(third.features(images)[0], first.features(images)[0])
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "a-file"))
+    assert np.array_equal(OnnxModel(folder).features(images)[0], first.features(images)[0])
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "small"))
+    monkeypatch.setattr(onnx_model, "OPTIMISED_KEPT", 2)
+    OnnxModel(folder)
+    assert len(list((tmp_path / "small" / "onnx").glob("*.onnx"))) == 2

@@ -58,6 +58,17 @@ def package_version() -> str:
         return __version__
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the version is read only when asked (``importlib.metadata`` costs ~20 ms a command)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"{parser.prog} {package_version()}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand registered (or just ``only``, if it is one).
 
@@ -69,7 +80,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Re-colour a photo after a reference photo (latent-guided exemplar re-colorization).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--version", action=VersionAction, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = [n for n in COMMAND_MODULES if n.replace("_", "-") == only] or COMMAND_MODULES
     for name in names:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
+    "CACHE_DIR_ENV",
+    "cache_dir",
     "TEMP_PREFIX",
     "atomic_write",
     "is_hidden",
@@ -209,3 +211,17 @@ def _name_without_replacing(tmp: Path, target: Path) -> None:
         return
     with contextlib.suppress(OSError):
         tmp.unlink()
+
+
+#: Environment variable naming the user cache folder (converted weights, optimised graphs).
+CACHE_DIR_ENV = "RECOLORIZE_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The user cache folder: ``$RECOLORIZE_CACHE_DIR``, else the XDG user cache folder's ``recolorize``.
+    Only what can be made again is kept there (deleting it is always safe)."""
+    configured = os.environ.get(CACHE_DIR_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "recolorize"

@@ -16,15 +16,22 @@ not parse, is one ``WeightsError`` line naming the file (ONNX files hold no code
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recolorize.config import ModelConfig, resolution_problem
 from recolorize.config_json import model_config_from_text
 from recolorize.errors import UserError, WeightsError, one_line
+from recolorize.io_utils import TEMP_PREFIX, cache_dir
 from recolorize.threads import cores
 
 __all__ = [
@@ -38,12 +45,16 @@ __all__ = [
     "read_resolution",
 ]
 
+logger = logging.getLogger(__name__)
+
 #: Pixels per call of the generator graph: a band of about this many (see ``OnnxModel.generate``).
 BAND_PIXELS = 1 << 15
 #: The graphs of an exported model, by file stem.
 GRAPHS: tuple[str, ...] = ("features", "predictor", "generator")
 #: Every file of an exported model besides the graphs: the config.
 CONFIG_FILE = "model.json"
+#: Optimised graphs the cache keeps (``_session``): the three of four models.
+OPTIMISED_KEPT = 12
 #: Where the exporter records the working resolution the predictor graph was traced at.
 EXPORT_FILE = "export.json"
 
@@ -83,31 +94,20 @@ class OnnxModel:
     """The three sessions and the config of an exported model folder."""
 
     def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime
 
         self.folder = Path(folder)
         self.config = read_config(self.folder)
         self.resolution = read_resolution(self.folder, self.config)
         providers = onnx_providers(device)
         self.device = str(device)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads if threads is not None else cores()
-        options.inter_op_num_threads = 1
-        # idle threads sleep rather than spin: between the graphs the process runs NumPy (the prior, the
-        # carry-up, a LUT) on the same cores, and spinning ONNX Runtime threads took them from it (5 BSDS
-        # photos: 2.0 s a photo spinning, 0.4 s sleeping, on 2 cores)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
-        # no arena: each run gives its temporaries back (a 12-MP transfer peaked ~200 MB higher with it),
-        # measured at the same speed
-        options.enable_cpu_mem_arena = False
+        threads = threads if threads is not None else cores()
         self.sessions = {}
         for name in GRAPHS:
             path = self.folder / f"{name}.onnx"
             if not path.is_file():
                 raise WeightsError(f"cannot load the model: {path} is missing (export it: recolorize export)")
             try:
-                self.sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=providers)
+                self.sessions[name] = _session(path, threads, providers)
             except Exception as error:  # noqa: BLE001 - a damaged graph is one line, never a traceback
                 raise WeightsError(f"cannot load the model graph {path}: {one_line(error)}") from None
         source_shape = self.sessions["predictor"].get_inputs()[0].shape  # (1, 3, r, r), fixed when traced
@@ -168,6 +168,116 @@ class OnnxModel:
             feed.update(image=image[top:bottom], base=base[top:bottom], band=np.array([top, height]))
             out[top:bottom] = self.sessions["generator"].run(None, feed)[0]
         return out
+
+
+def _options(threads: int, optimise: bool = True) -> Any:
+    """ONNX Runtime's session options: ``threads`` for a graph's sums, no optimisation for a graph that
+    was optimised already (``_session``)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # idle threads sleep rather than spin: between the graphs the process runs NumPy (the prior, the
+    # carry-up, a LUT) on the same cores, and spinning ONNX Runtime threads took them from it (5 BSDS
+    # photos: 2.0 s a photo spinning, 0.4 s sleeping, on 2 cores)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+    # no arena: each run gives its temporaries back (a 12-MP transfer peaked ~200 MB higher with it),
+    # measured at the same speed
+    options.enable_cpu_mem_arena = False
+    if not optimise:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
+
+
+def _session(path: Path, threads: int, providers: list[str]) -> Any:
+    """An ONNX Runtime session of the graph at ``path``, through the cache of optimised graphs.
+
+    Why: ONNX Runtime optimises a graph each time a session is made (fusions, the CPU's own layouts):
+    ~0.17 s for the three graphs of the shipped model, on every command. It can save the optimised graph;
+    loading that one unoptimised takes ~0.05 s and computes the same numbers. The saved graph may hold
+    kernels for this CPU only, so the cache key names the graph file (path, size, time), the ONNX Runtime
+    version and the CPU's flags; a cached graph that does not load is made again, and a cache folder that
+    cannot be written only means no cache. The CUDA provider is not cached."""
+    import onnxruntime
+
+    cached = _optimised_path(path, onnxruntime.__version__) if providers == ["CPUExecutionProvider"] else None
+    if cached is not None and cached.is_file():
+        try:
+            session = onnxruntime.InferenceSession(str(cached), _options(threads, False), providers=providers)
+        except Exception:  # noqa: BLE001 - a damaged cache file is made again below
+            logger.debug("the optimised graph %s does not load; optimising %s again", cached, path)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(cached)  # recently used: kept when the cache is trimmed
+            return session
+    options = _options(threads)
+    temporary = None
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cached.with_name(f"{TEMP_PREFIX}{cached.name}.{os.getpid()}.tmp")
+            options.optimized_model_filepath = str(temporary)
+        except OSError as error:
+            logger.debug("no cache of optimised graphs in %s (%s)", cached.parent, error)
+            temporary = None
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception:
+        if temporary is None:
+            raise
+        # the graph itself may be fine and only the cache file unwritable: try once more without it
+        session = onnxruntime.InferenceSession(str(path), _options(threads), providers=providers)
+        temporary.unlink(missing_ok=True)
+        return session
+    if temporary is not None and cached is not None:
+        try:
+            os.replace(temporary, cached)  # whole or not at all, as another process may read it now
+            _trim_cache(cached)
+        except OSError as error:
+            logger.debug("cannot keep the optimised graph %s (%s)", cached, error)
+            temporary.unlink(missing_ok=True)
+    return session
+
+
+def _trim_cache(kept: Path) -> None:
+    """After ``kept`` was written: the same install's graph from before it changed goes, and the cache
+    keeps only the ``OPTIMISED_KEPT`` most recently used graphs (models exported to many folders, a test
+    suite's, would otherwise pile up ~13 MB each)."""
+    folder = kept.parent
+    for stale in folder.glob(f"{kept.name.rsplit('-', 1)[0]}-*.onnx"):
+        if stale != kept:
+            stale.unlink(missing_ok=True)
+    graphs = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in graphs[OPTIMISED_KEPT:]:
+        if old != kept:
+            old.unlink(missing_ok=True)
+
+
+def _optimised_path(path: Path, version: str) -> Path:
+    """Where the optimised copy of the graph at ``path`` is cached: ``<stem>-<install>-<key>.onnx`` in the
+    user cache folder's ``onnx/``, the install (the graph's folder) and the key (its size and time, ONNX
+    Runtime's version, the CPU's flags) hashed."""
+    resolved = path.resolve()
+    info = resolved.stat()
+    install = hashlib.sha256(os.fsencode(resolved.parent)).hexdigest()[:10]
+    stamp = f"{info.st_size}|{info.st_mtime_ns}|{version}|{_cpu_flags()}"
+    key = hashlib.sha256(stamp.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return cache_dir() / "onnx" / f"{resolved.stem}-{install}-{key}.onnx"
+
+
+def _cpu_flags() -> str:
+    """What the CPU can do (Linux: /proc/cpuinfo's first flags line), so a cache shared by machines keeps
+    one optimised graph per kind of CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
 
 
 def read_config(folder: Path) -> ModelConfig:

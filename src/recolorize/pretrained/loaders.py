@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from recolorize.io_utils import CACHE_DIR_ENV, cache_dir
 from recolorize.pretrained.unpickle import load_numpy_pickle, load_torch_state
 
 __all__ = [
@@ -143,18 +144,7 @@ def efficientnet_lite0_path() -> Path:
     return path
 
 
-#: Environment variable naming the folder of converted weights (default: the user cache folder).
-CACHE_DIR_ENV = "RECOLORIZE_CACHE_DIR"
 _CACHE_FORMAT = "recolorize-state-cache-1"
-
-
-def cache_dir() -> Path:
-    """Where converted weights are kept: ``$RECOLORIZE_CACHE_DIR``, else the XDG user cache folder."""
-    configured = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(base).expanduser() if base else Path.home() / ".cache") / "recolorize"
 
 
 def _cache_path(source: Path, folder: Path) -> Path:
