@@ -184,15 +184,25 @@ class PreparedPair:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _ReferenceInputs:
+    """What the networks read of one reference: P_W's copy (1, 3, r, r), the prior's 384-px copy and, once
+    computed, its cell descriptors (N, 152)."""
+
+    low: np.ndarray
+    prior_copy: np.ndarray
+    descriptors: np.ndarray | None = None
+
+
 class Recolorizer:
     """Re-colour photos after a reference with an exported model (``OnnxModel``)."""
 
     def __init__(self, model: OnnxModel) -> None:
         self.model = model
         self.config = model.config
-        # the last single reference's prior descriptors: a folder re-coloured after one reference computes
-        # them once (weakref to the decoded reference, its descriptors)
-        self._prior_memo: tuple[weakref.ref, np.ndarray] | None = None
+        # the last single reference's network copies and descriptors: a folder re-coloured after one
+        # reference makes them once (weakref to the decoded reference, its inputs)
+        self._reference_memo: tuple[weakref.ref, _ReferenceInputs] | None = None
         self._memo_lock = threading.Lock()
 
     @classmethod
@@ -240,15 +250,13 @@ class Recolorizer:
         if trims:
             return_free_memory()  # the resize's plane copies, before the networks run
         source_rgb = network if network is not None else source_image.rgb
-        reference_rgbs = [_smaller(image) for image in reference_images]
-        r = self.resolution
-        source_low = image_copy(source_rgb, (r, r))
-        references_low = np.concatenate([image_copy(rgb, (r, r)) for rgb in reference_rgbs])
-        predicted = self.model.predict(source_low, references_low)
+        inputs = [self._reference_inputs(image, len(reference_images) == 1) for image in reference_images]
+        source_low = image_copy(source_rgb, (self.resolution, self.resolution))
+        predicted = self.model.predict(source_low, np.concatenate([entry.low for entry in inputs]))
         if trims:
             return_free_memory()  # P_W's activations, before the prior's
         predicted_at = time.perf_counter()
-        prior = self._pair_prior(source_rgb, reference_rgbs, reference_images)
+        prior = self._pair_prior(source_rgb, inputs)
         if trims:
             return_free_memory()  # the networks' activations, before the rendering
         done = time.perf_counter()
@@ -268,30 +276,39 @@ class Recolorizer:
         fine, coarse = self.model.features(batch)
         return [descriptors(fine[i], coarse[i]) for i in range(len(copies))]
 
-    def _pair_prior(
-        self, source: np.ndarray, reference_rgbs: list[np.ndarray], references: list[LoadedImage]
-    ) -> PairPrior:
-        """The prior from 384-px copies of the photos (``recolorize.prior.pair_prior``); several references
-        are matched as one canvas, side by side. ``references``: the decoded references (a reference's
-        descriptors are kept while the same object comes back)."""
-        size = (PRIOR_SIZE, PRIOR_SIZE)
-        source_copy = resize_array(source, size)
-        reference_copies = [resize_array(rgb, size) for rgb in reference_rgbs]
-        memo_hit = None
-        if len(references) == 1:
+    def _reference_inputs(self, image: LoadedImage, keep: bool) -> _ReferenceInputs:
+        """A reference's network copies (and, once the prior ran, its descriptors): kept while the same
+        decoded object comes back when ``keep`` (a single reference), so a folder re-coloured after one
+        reference copies and describes it once."""
+        with self._memo_lock:
+            memo = self._reference_memo
+            if keep and memo is not None and memo[0]() is image:
+                return memo[1]
+        rgb = _smaller(image)
+        size = self.resolution
+        entry = _ReferenceInputs(
+            low=image_copy(rgb, (size, size)), prior_copy=resize_array(rgb, (PRIOR_SIZE, PRIOR_SIZE))
+        )
+        if keep:
             with self._memo_lock:
-                memo = self._prior_memo
-                if memo is not None and memo[0]() is references[0]:
-                    memo_hit = memo[1]
-        if memo_hit is not None:
-            source_desc, reference_desc = self._descriptors([source_copy])[0], [memo_hit]
-        else:
-            described = self._descriptors([source_copy, *reference_copies])
-            source_desc, reference_desc = described[0], described[1:]
-            if len(references) == 1:
-                with self._memo_lock:
-                    self._prior_memo = (weakref.ref(references[0]), reference_desc[0])
-        return fit_pair_prior(source_copy, reference_copies, source_desc, reference_desc)
+                self._reference_memo = (weakref.ref(image), entry)
+        return entry
+
+    def _pair_prior(self, source: np.ndarray, references: list[_ReferenceInputs]) -> PairPrior:
+        """The prior from 384-px copies of the photos (``recolorize.prior.pair_prior``); several references
+        are matched as one canvas, side by side. The references' descriptors are computed where they are not
+        known yet, in one network pass with the source's."""
+        source_copy = resize_array(source, (PRIOR_SIZE, PRIOR_SIZE))
+        missing = [entry for entry in references if entry.descriptors is None]
+        described = self._descriptors([source_copy, *(entry.prior_copy for entry in missing)])
+        for entry, found in zip(missing, described[1:], strict=True):
+            entry.descriptors = found
+        return fit_pair_prior(
+            source_copy,
+            [entry.prior_copy for entry in references],
+            described[0],
+            [entry.descriptors for entry in references],
+        )
 
     def render_array(
         self, prepared: PreparedPair, strength: float = 1.0, dtype: Any = np.float32
