@@ -26,13 +26,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-import multiprocessing
 import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +42,8 @@ from recolorize.io_utils import is_hidden, name_problem, output_file_problem, re
 from recolorize.threads import THREAD_VARIABLES, cores, in_background, limit_cores
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
     from recolorize.imaging import LoadedImage
     from recolorize.inference.pipeline import Recolorizer
 
@@ -682,6 +682,9 @@ def _pool_outcomes(
     run: _Run, todo: list[Job], workers: int, share: int
 ) -> Iterator[tuple[Job, BaseException | None]]:
     """``_in_pool``'s work, the helpers each running on ``share`` cores."""
+    import multiprocessing  # here: a run without helpers does not pay for their machinery (~20 ms)
+    from concurrent.futures import ProcessPoolExecutor
+
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),  # no fork of a process that has threads
@@ -731,6 +734,8 @@ def _thread_variables(count: int) -> Iterator[None]:
 
 def _submit(pool: ProcessPoolExecutor, job: Job) -> Future | None:
     """``job`` handed to a worker; None once the pool is broken."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         return pool.submit(_work, job)
     except (BrokenProcessPool, RuntimeError):
@@ -739,6 +744,8 @@ def _submit(pool: ProcessPoolExecutor, job: Job) -> Future | None:
 
 def _collect(job: Job, future: Future) -> tuple[Job, BaseException | None]:
     """A worker's outcome: its log lines logged here (a success), or its error."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         lines = future.result()
     except BrokenProcessPool:
