@@ -93,33 +93,44 @@ def apply_local_field(
     y0 = np.rint(cy).astype(np.int64)  # the nearest cell
     x0 = np.rint(cx).astype(np.int64)
     inv = np.float32(-1.0 / (2 * settings.slice_sigma**2))
-    taps = []  # per column offset: the cells' colours and offsets gathered along x (rows, W, 3), the tent
+    # per column offset: the cells' colours and offsets gathered along x as planes (rows, 3, W), the tent
+    colour_planes = np.ascontiguousarray(field.colours.transpose(0, 2, 1), dtype=np.float32)
+    offset_planes = np.ascontiguousarray(field.offsets.transpose(0, 2, 1), dtype=np.float32)
+    taps = []
     for dx in (-1, 0, 1):
         xs = x0 + dx
         tent = np.maximum(0.0, 1.5 - np.abs(cx - xs)).astype(np.float32)
         xs = np.clip(xs, 0, cols - 1)
-        taps.append((field.colours[:, xs], field.offsets[:, xs], tent))
+        taps.append((colour_planes[:, :, xs], offset_planes[:, :, xs], tent))
     starts = np.searchsorted(y0, np.arange(-1, rows + 1))
     for cell_row in range(-1, rows + 1):
         top, bottom = starts[cell_row + 1], (starts[cell_row + 2] if cell_row + 2 < len(starts) else height)
         if top >= bottom:
             continue
-        pixels = np.asarray(image[top:bottom], dtype=np.float32)
+        # the pixels' channels as planes (3, h, W): every operation below runs along whole rows
+        pixels = np.ascontiguousarray(np.moveaxis(np.asarray(image[top:bottom], dtype=np.float32), -1, 0))
         total = np.zeros((bottom - top, width), np.float32)
-        acc = np.zeros((bottom - top, width, 3), np.float32)
+        acc = np.zeros((3, bottom - top, width), np.float32)
+        weight = np.empty_like(total)
+        part = np.empty_like(total)
         for dy in (-1, 0, 1):
             row = cell_row + dy
             ty = np.maximum(0.0, 1.5 - np.abs(cy[top:bottom] - row)).astype(np.float32)
             row = min(max(row, 0), rows - 1)
             for colours, offsets, tx in taps:
-                diff = pixels - colours[row]
-                weight = np.einsum("hwc,hwc->hw", diff, diff)
+                weight.fill(0.0)
+                for channel in range(3):
+                    np.subtract(pixels[channel], colours[row, channel], out=part)
+                    part *= part
+                    weight += part
                 weight *= inv
                 np.exp(weight, out=weight)
                 weight *= ty[:, None]
                 weight *= tx[None, :]
                 total += weight
-                acc += weight[..., None] * offsets[row]
+                for channel in range(3):
+                    acc[channel] += np.multiply(weight, offsets[row, channel], out=part)
         np.maximum(total, 1e-6, out=total)
-        out[top:bottom] = acc / total[..., None]
+        acc /= total
+        out[top:bottom] = np.moveaxis(acc, 0, -1)
     return out
