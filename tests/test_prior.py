@@ -165,3 +165,14 @@ def test_different_scenes_give_way_to_mkl_and_a_greyscale_source_does_not(shared
         copies = [prior_copy(source), prior_copy(reference)]
         described = prior_descriptors(semantic, copies)
         assert pair_prior(copies[0], [copies[1]], described[0], [described[1]]).local is None
+
+
+def test_the_blocked_column_argmax_is_numpys() -> None:
+    """The match's column argmax a block of rows at a time: NumPy's first maximum of every column, ties
+    included."""
+    from recolorize.prior.matching import _column_argmax
+
+    rng = np.random.default_rng(6)
+    for shape in [(1300, 700), (5, 9), (1024, 3)]:
+        matrix = rng.integers(0, 7, shape).astype(np.float32)  # many ties
+        assert np.array_equal(_column_argmax(matrix, block=128), matrix.argmax(axis=0)), shape

@@ -103,10 +103,31 @@ def mutual_matches(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each source cell's best reference cell (N_S,) and its weight (N_S,): the similarity (clamped at 0)
     where the two cells are each other's best match (cycle-consistent), else 0."""
     best = similarity.argmax(axis=1)
-    back = similarity.argmax(axis=0)
+    back = _column_argmax(similarity)
     mutual = back[best] == np.arange(similarity.shape[0])
     weight = np.maximum(similarity[np.arange(similarity.shape[0]), best], 0.0) * mutual
     return best, weight.astype(np.float64)
+
+
+def _column_argmax(matrix: np.ndarray, block: int = 512) -> np.ndarray:
+    """``matrix.argmax(axis=0)`` (the first maximum of each column) a block of rows at a time: NumPy's
+    argmax along the first axis walks the columns with a stride, ~2x slower on a 2304 x 2304 similarity
+    than blocks of rows that stay in cache, each block's winners kept where strictly better (so the first
+    maximum still wins)."""
+    rows, cols = matrix.shape
+    if rows <= block:
+        return matrix.argmax(axis=0)
+    columns = np.arange(cols)
+    best_index = np.zeros(cols, dtype=np.int64)
+    best_value = np.full(cols, -np.inf, dtype=matrix.dtype)
+    for start in range(0, rows, block):
+        part = matrix[start : start + block]
+        index = part.argmax(axis=0)
+        value = part[index, columns]
+        better = value > best_value
+        best_value[better] = value[better]
+        best_index[better] = index[better] + start
+    return best_index
 
 
 def match_cells(
