@@ -115,8 +115,8 @@ def resize_for_network(image: torch.Tensor, size: int | tuple[int, int]) -> torc
 
 def resize_array(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``rgb`` (H, W, C) float, or (H, W, 3) uint8 samples, resized to ``size`` = (height, width) as float32
-    in [0, 1]: what
-    ``resize_for_network`` computes (the antialiased bilinear filter, pixel centres aligned) without torch.
+    in [0, 1]: what ``resize_for_network`` computes (the antialiased bilinear filter, pixel centres aligned)
+    without torch.
 
     Pillow's bilinear filter on float ("F") channels is the same triangle filter, widened by the scale when
     shrinking, with pixel centres aligned (torch's antialiased mode was written to match it): the two agree

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from recolorize.imaging.convert import unit_float
+
 __all__ = ["LoadedImage"]
 
 
@@ -52,8 +54,6 @@ class LoadedImage:
             return self.pixels
         converted = self.__dict__.get("_rgb")
         if converted is None:
-            from recolorize.imaging.convert import unit_float
-
             converted = unit_float(self.pixels)
             object.__setattr__(self, "_rgb", converted)  # a cache, not a field: frozen for the caller
         return converted

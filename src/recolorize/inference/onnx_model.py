@@ -17,6 +17,7 @@ not parse, is one ``WeightsError`` line naming the file (ONNX files hold no code
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -94,7 +95,6 @@ class OnnxModel:
     """The three sessions and the config of an exported model folder."""
 
     def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None) -> None:
-
         self.folder = Path(folder)
         self.config = read_config(self.folder)
         self.resolution = read_resolution(self.folder, self.config)
@@ -228,9 +228,8 @@ def _session(path: Path, threads: int, providers: list[str]) -> Any:
         if temporary is None:
             raise
         # the graph itself may be fine and only the cache file unwritable: try once more without it
-        session = onnxruntime.InferenceSession(str(path), _options(threads), providers=providers)
         temporary.unlink(missing_ok=True)
-        return session
+        return onnxruntime.InferenceSession(str(path), _options(threads), providers=providers)
     if temporary is not None and cached is not None:
         try:
             os.replace(temporary, cached)  # whole or not at all, as another process may read it now
@@ -267,9 +266,10 @@ def _optimised_path(path: Path, version: str) -> Path:
     return cache_dir() / "onnx" / f"{resolved.stem}-{install}-{key}.onnx"
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_flags() -> str:
     """What the CPU can do (Linux: /proc/cpuinfo's first flags line), so a cache shared by machines keeps
-    one optimised graph per kind of CPU."""
+    one optimised graph per kind of CPU. Read once a process (each graph's key asks for it)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:
