@@ -16,6 +16,7 @@ One job per module:
 * ``decode``: ``load_image``, ``photo_size``; ``loaded``: ``LoadedImage``;
 * ``encode``: ``save_image``, ``encode_image``, ``to_pil``, ``output_format``, ``takes_8bit_srgb``,
   ``check_encodable`` / ``check_output_fits`` (the formats' size limits, before decoding);
+* ``pillow_memory``: 8-bit RGB pixels shared with Pillow without copies (``rgbx_array`` for outputs);
 * ``convert``: ``to_uint8``, ``resize_for_network`` (tensors), ``resize_image`` (arrays, Pillow filters),
   ``fit_long_side``.
 
@@ -46,6 +47,7 @@ from recolorize.imaging.limits import (
     resolve_max_pixels,
 )
 from recolorize.imaging.loaded import LoadedImage
+from recolorize.imaging.pillow_memory import rgbx_array
 
 __all__ = [
     "DECODE_BYTES_PER_PIXEL",
@@ -65,6 +67,7 @@ __all__ = [
     "resize_for_network",
     "resize_image",
     "resolve_max_pixels",
+    "rgbx_array",
     "save_image",
     "EncoderError",
     "check_encodable",

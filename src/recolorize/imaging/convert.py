@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from recolorize.imaging.pillow_memory import as_pil
 from recolorize.threads import in_threads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,7 +128,9 @@ def resize_array(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         # 8-bit samples: Pillow's 8-bit filter (the same triangle, rounded to a level; a 12-MP photo's
         # copy in ~0.08 s against ~0.3 s through three float planes, and no float copy of the photo)
         if rgb.shape[:2] != (height, width):
-            rgb = np.asarray(Image.fromarray(rgb, "RGB").resize((width, height), Image.Resampling.BILINEAR))
+            shared = as_pil(rgb)  # a decoded photo's own memory (``pillow_memory``): no copy into Pillow
+            im = Image.fromarray(rgb, "RGB") if shared is None else shared
+            rgb = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR))[:, :, :3]
         return unit_float(rgb)
     if rgb.shape[:2] == (height, width):
         return np.ascontiguousarray(rgb, dtype=np.float32)

@@ -31,6 +31,7 @@ from recolorize.imaging.exif import _TURNED, _header_orientation, _orient, _orie
 from recolorize.imaging.files import _c_stderr_to_debug_log, _open, check_regular_file
 from recolorize.imaging.limits import _bomb_message, _check_size, _pil_limit, resolve_max_pixels
 from recolorize.imaging.loaded import LoadedImage
+from recolorize.imaging.pillow_memory import is_rgbx, one_block
 from recolorize.imaging.samples import _high_low_16, _is_grey, _pixels
 
 __all__ = ["load_image", "photo_size"]
@@ -51,7 +52,8 @@ def _from_pil(
         _draft(im, reduce_to)
     tiles = list(getattr(im, "tile", None) or [])
     try:
-        with _c_stderr_to_debug_log(name):  # around the C decoders only: our own log lines stay visible
+        # one block: an RGB photo's pixels are then viewed where Pillow decoded them, not copied out
+        with _c_stderr_to_debug_log(name), one_block():  # the log: around the C decoders only
             im.load()
             sixteen = _high_low_16(opener, im, tiles) if opener is not None else None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as exc:
@@ -69,7 +71,7 @@ def _from_pil(
         "loaded %s: %s %dx%d, %d-bit, icc=%s", name, fmt, rgb.shape[1], rgb.shape[0], depth, bool(icc)
     )
     return LoadedImage(
-        pixels=np.ascontiguousarray(rgb),
+        pixels=rgb if is_rgbx(rgb) else np.ascontiguousarray(rgb),  # a view Pillow can read back
         alpha=None if alpha is None else np.ascontiguousarray(alpha),
         icc_profile=bytes(icc) if icc else None,
         exif=exif,

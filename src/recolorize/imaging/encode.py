@@ -28,6 +28,7 @@ from recolorize.imaging.cms import _cms_profile, _from_srgb, _is_srgb, _profile_
 from recolorize.imaging.convert import _as_hwc, _quantise, unit_float
 from recolorize.imaging.exif import _EXIF_HEADER
 from recolorize.imaging.loaded import LoadedImage
+from recolorize.imaging.pillow_memory import as_pil
 from recolorize.io_utils import atomic_write
 
 __all__ = [
@@ -302,7 +303,8 @@ def _encode(
             logger.info("EXIF is not written into 16-bit TIFF output")
         return _tiff16(samples, icc)
 
-    im = Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
+    shared = as_pil(samples) if fmt == "JPEG" else None  # a rendering's own memory: no copy into Pillow
+    im = shared or Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
     params: dict[str, Any] = {}
     if icc:
         params["icc_profile"] = icc

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from recolorize.errors import UserError
+from recolorize.imaging.pillow_memory import rgb_view
 
 # Pillow raw modes of 16-bit-per-sample RGB(A) and the mode that picks the *other* byte of each sample.
 _NATIVE_PARTNER = "L" if sys.byteorder == "big" else "B"
@@ -93,7 +94,8 @@ def _pixels(
             im = im.convert("RGB")
         except ValueError as exc:
             raise UserError(f"{name} has the image mode {mode}, which cannot be converted to RGB") from exc
-    return np.asarray(im), None, "RGB", 8
+    view = rgb_view(im)  # Pillow's own memory, where it can be viewed whole (``pillow_memory``)
+    return (np.asarray(im) if view is None else view), None, "RGB", 8
 
 
 def _is_grey(data: np.ndarray, space: str) -> bool:

@@ -43,7 +43,15 @@ import numpy as np
 from PIL import Image
 
 from recolorize.errors import UserError, WeightsError
-from recolorize.imaging import LoadedImage, load_image, resize_array, takes_8bit_srgb, to_pil, to_uint8
+from recolorize.imaging import (
+    LoadedImage,
+    load_image,
+    resize_array,
+    rgbx_array,
+    takes_8bit_srgb,
+    to_pil,
+    to_uint8,
+)
 from recolorize.inference.carry import carry_up
 from recolorize.inference.lut.table import Lut3D, apply_lut
 from recolorize.inference.onnx_model import OnnxModel, PredictedMaps, is_model_folder, onnx_providers
@@ -380,7 +388,8 @@ class Recolorizer:
             trim = height * width > TRIM_PIXELS
             if trim:
                 return_free_memory()  # the generator's bands, before the full-size output
-            result = np.empty((height, width, 3), dtype=dtype)
+            # 8-bit: in four-byte pixels, which the JPEG encoder reads without copying (``pillow_memory``)
+            result = rgbx_array(height, width) if dtype == np.uint8 else np.empty((height, width, 3), dtype)
             carry_up(source.pixels, image, rendered, result, trim)
         elif dtype == np.uint8:
             result = to_uint8(rendered)
