@@ -335,3 +335,24 @@ def test_the_radius_one_box_mean_is_the_running_sum_one() -> None:
         x = rng.random(shape)
         slow = carry._box_axis(carry._box_axis(x, 1, -1), 1, -2)
         assert np.abs(carry._box(x, 1) - slow).max() < 1e-12, shape
+
+
+def test_the_frozen_features_pad_inside_their_convolutions(tmp_path: Path, monkeypatch) -> None:
+    """The exported graphs name no omitted optional input (the exporter's empty ``constant_value`` of each
+    Pad), so ONNX Runtime folds the backbone's "same" paddings into its convolutions: the optimised features
+    and predictor graphs copy no padded tensor (and keep one layout through the backbone)."""
+    import onnx
+
+    from recolorize.inference.onnx_model import OnnxModel
+    from recolorize.io_utils import CACHE_DIR_ENV
+
+    folder = default_weights_path()
+    for name in ("features", "predictor", "generator"):
+        graph = onnx.load(str(folder / f"{name}.onnx"))
+        assert all(node.input[-1] for node in graph.graph.node if len(node.input)), name
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    OnnxModel(folder)
+    for name in ("features", "predictor"):
+        (optimised,) = (tmp_path / "cache" / "onnx").glob(f"{name}-*.onnx")
+        ops = [node.op_type for node in onnx.load(str(optimised)).graph.node]
+        assert "Conv" in "".join(ops) and "Pad" not in ops, name

@@ -43,6 +43,26 @@ def _export(module: torch.nn.Module, example: tuple, path: Path, inputs: dict, o
             opset_version=OPSET,
             dynamo=False,
         )
+    _drop_empty_trailing_inputs(path)
+
+
+def _drop_empty_trailing_inputs(path: Path) -> None:
+    """Remove the empty names the exporter leaves for omitted optional inputs at the end of a node's inputs
+    (``F.pad``'s Pad gets ``constant_value = ""``): the same graph in ONNX's terms, but ONNX Runtime takes
+    an empty-named input for one it cannot see is constant, and then keeps each Pad instead of fusing it
+    into the next Conv's padding, with a layout change on both sides of it. Without them the frozen
+    features of two 384-px photos run in ~50 ms instead of ~70 (first run ~65 instead of ~140), the same
+    numbers."""
+    import onnx  # export-time only (the ``train`` extra)
+
+    graph = onnx.load(str(path))
+    changed = False
+    for node in graph.graph.node:
+        while len(node.input) and not node.input[-1]:
+            node.input.pop()
+            changed = True
+    if changed:
+        onnx.save(graph, str(path))
 
 
 @torch.no_grad()
