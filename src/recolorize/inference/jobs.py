@@ -613,8 +613,6 @@ def run_transfer(
     is kept in the report and handed to ``on_failure`` as it happens. What stops the run is raised: a
     folder's shared reference that does not decode, or a model that does not load.
     """
-    from tqdm import tqdm
-
     report = TransferReport()
     todo = []
     for job in plan.jobs:
@@ -635,7 +633,7 @@ def run_transfer(
     if workers == 1 and plan.batch:
         run.model()  # a batch's model error is the command's, not each photo's
     outcomes = _in_pool(run, todo, workers) if workers > 1 else (_attempt(run, job) for job in todo)
-    with tqdm(total=len(todo), desc="re-colouring", unit="photo", disable=not plan.batch) as progress:
+    with _progress(len(todo), plan.batch) as progress:
         for job, error in outcomes:
             if error is None:
                 report.written.append(job)
@@ -645,6 +643,28 @@ def run_transfer(
                     on_failure(job, error)
             progress.update()
     return report
+
+
+class _NoProgress:
+    """What one pair shows instead of a bar: nothing (and tqdm is not imported, ~14 ms of every command)."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self) -> None:
+        return None
+
+
+def _progress(total: int, batch: bool) -> Any:
+    """A batch's progress bar (tqdm), or nothing for one pair."""
+    if not batch:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="re-colouring", unit="photo")
 
 
 def _attempt(run: _Run, job: Job) -> tuple[Job, BaseException | None]:
