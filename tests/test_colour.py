@@ -55,6 +55,17 @@ class TestAgainstSkimage:
         expected = skcolor.rgb2lab(_to_numpy(image))
         np.testing.assert_allclose(_to_numpy(colour.rgb_to_lab(image)), expected, atol=1e-4)
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_rgb_to_lab_channels_last_is_the_same_lab(self, dtype: torch.dtype) -> None:
+        # the pointwise generator's exported form (dark colours on the linear branch of both curves too)
+        image = torch.cat([_random_image(3, dtype=dtype), torch.full((1, 3, 8, 8), 0.02, dtype=dtype)])
+        last = image.permute(0, 2, 3, 1)
+        expected = skcolor.rgb2lab(last.numpy().astype(np.float64))
+        np.testing.assert_allclose(colour.rgb_to_lab_last(last).numpy(), expected, atol=1e-4)
+        tolerance = 1e-4 if dtype == torch.float32 else 1e-10
+        first = colour.rgb_to_lab(image).permute(0, 2, 3, 1)
+        np.testing.assert_allclose(colour.rgb_to_lab_last(last).numpy(), first.numpy(), atol=tolerance)
+
     def test_known_values(self) -> None:
         # Primaries and white in D65 Lab as skimage 0.26 gives them (its sRGB matrix rows do not sum to
         # the D65 white exactly, so white has |a|, |b| < 0.005 instead of 0).

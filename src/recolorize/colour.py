@@ -29,6 +29,7 @@ __all__ = [
     "xyz_to_lab",
     "lab_to_xyz",
     "rgb_to_lab",
+    "rgb_to_lab_last",
     "lab_to_rgb",
     "OKLAB_LMS_FROM_LINEAR",
     "OKLAB_FROM_LMS",
@@ -105,6 +106,11 @@ def srgb_to_linear(image: torch.Tensor) -> torch.Tensor:
     image: (*, 3, H, W) encoded sRGB in [0, 1]. Returns linear-light RGB, same shape, in [0, 1].
     """
     _check_image(image)
+    return _decode_curve(image)
+
+
+def _decode_curve(image: torch.Tensor) -> torch.Tensor:
+    """The sRGB decoding curve on every value (any layout)."""
     power = ((image.clamp(min=_SRGB_KNEE) + 0.055) / 1.055) ** 2.4
     return torch.where(image > _SRGB_KNEE, power, image / 12.92)
 
@@ -179,6 +185,23 @@ def rgb_to_lab(image: torch.Tensor) -> torch.Tensor:
     image: (*, 3, H, W) sRGB in [0, 1]. Returns Lab, same shape: L in [0, 100], a, b roughly [-128, 127].
     """
     return xyz_to_lab(rgb_to_xyz(image))
+
+
+def rgb_to_lab_last(image: torch.Tensor) -> torch.Tensor:
+    """:func:`rgb_to_lab` for channels last, (..., 3) -> (..., 3), as matrix products on the last axis.
+
+    Why a second form: the pointwise generator's exported graph holds pixels channels last, and the
+    channel-first form's transposes, and the slices and concatenation of L, a, b, were copies in ONNX
+    Runtime. The same maths (the white point folded into the XYZ matrix, L, a, b as one 3 x 3 product):
+    equal to :func:`rgb_to_lab` to ~1e-5 of a Lab unit (a test)."""
+    linear = _decode_curve(image)
+    white = np.asarray(D65_WHITE, dtype=np.float64)
+    scaled = _matrix(np.asarray(XYZ_FROM_RGB, dtype=np.float64) / white[:, None], image)
+    t = linear @ scaled.T
+    f = torch.where(t > _LAB_EPSILON, t.clamp(min=_LAB_EPSILON) ** (1.0 / 3.0), _LAB_KAPPA * t + _LAB_OFFSET)
+    # L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz)
+    lab_from_f = _matrix(((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0)), image)
+    return f @ lab_from_f.T - _matrix((16.0, 0.0, 0.0), image)
 
 
 def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
