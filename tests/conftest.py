@@ -25,6 +25,18 @@ os.environ["RECOLORIZE_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, True)
 
 
+@pytest.fixture(autouse=True)
+def _blas_threads_as_they_were():
+    """A photo command run in-process sets ``OPENBLAS_NUM_THREADS`` for its process (``cli.one_blas_thread``);
+    the next test's subprocesses get the suite's own setting back."""
+    before = os.environ.get("OPENBLAS_NUM_THREADS")
+    yield
+    if before is None:
+        os.environ.pop("OPENBLAS_NUM_THREADS", None)
+    else:
+        os.environ["OPENBLAS_NUM_THREADS"] = before
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only datasets every developer machine and CI has; tests that need them skip elsewhere."""

@@ -57,3 +57,32 @@ def test_one_thread_gives_the_callers_thread_count_back() -> None:
     with pytest.raises(RuntimeError), one_thread():
         raise RuntimeError("an error inside")
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("command, one_thread", [("transfer", True), ("lut-apply", True), ("train", False)])
+def test_photo_commands_keep_blas_to_one_thread(command: str, one_thread: bool) -> None:
+    """A photo command's NumPy runs its products on one thread (OpenBLAS's idle threads spun on the cores
+    ONNX Runtime needed next), unless the user chose a count; training keeps its threads."""
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: OpenBLAS starts no extra threads either way")
+    probe = (
+        "import os, sys; from recolorize.cli import one_blas_thread; one_blas_thread(sys.argv[1]); "
+        "import numpy; print(len(os.listdir('/proc/self/task')))"
+    )
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    }
+
+    def threads(extra: dict[str, str]) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, command], env={**clean, **extra}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    assert (threads({}) == 1) is one_thread
+    assert threads({"OPENBLAS_NUM_THREADS": "2"}) > 1  # the user's choice stands
