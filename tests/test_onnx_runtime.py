@@ -302,7 +302,7 @@ def test_optimised_graphs_are_cached_and_give_the_same_numbers(tmp_path: Path, m
 
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
     folder = default_weights_path()
-    first = OnnxModel(folder)
+    first = OnnxModel(folder).wait()
     cached = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
     assert [p.name.split("-")[0] for p in cached] == ["features", "generator", "predictor"]
     second = OnnxModel(folder)
@@ -321,7 +321,7 @@ def test_optimised_graphs_are_cached_and_give_the_same_numbers(tmp_path: Path, m
     assert np.array_equal(OnnxModel(folder).features(images)[0], first.features(images)[0])
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "small"))
     monkeypatch.setattr(onnx_model, "OPTIMISED_KEPT", 2)
-    OnnxModel(folder)
+    OnnxModel(folder).wait()
     assert len(list((tmp_path / "small" / "onnx").glob("*.onnx"))) == 2
 
 
@@ -351,7 +351,7 @@ def test_the_frozen_features_pad_inside_their_convolutions(tmp_path: Path, monke
         graph = onnx.load(str(folder / f"{name}.onnx"))
         assert all(node.input[-1] for node in graph.graph.node if len(node.input)), name
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
-    OnnxModel(folder)
+    OnnxModel(folder).wait()
     for name in ("features", "predictor"):
         (optimised,) = (tmp_path / "cache" / "onnx").glob(f"{name}-*.onnx")
         ops = [node.op_type for node in onnx.load(str(optimised)).graph.node]

@@ -147,3 +147,36 @@ def test_pairs_csv(tiny_weights, dpst_pair, tmp_path) -> None:
     assert (
         Image.open(out / "first.png").size == Image.open(out / "second.jpg").size == Image.open(source).size
     )
+
+
+def test_a_damaged_graph_is_one_line_for_a_pair_a_folder_and_the_api(
+    tiny_weights, dpst_pair, tmp_path
+) -> None:
+    """The graphs load in a thread, the first needed first (``OnnxModel``); a damaged one is still one line
+    naming it (exit 2, nothing written) for one pair and for a folder, and a ``WeightsError`` from the API:
+    at load, or, with ``wait=False``, from the first step that runs it."""
+    from recolorize.errors import WeightsError
+    from recolorize.inference.pipeline import Recolorizer
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_weights if tiny_weights.is_dir() else tiny_weights.parent, broken)
+    (broken / "predictor.onnx").write_bytes(b"not a graph")
+    source, reference = dpst_pair
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(source, photos / "a.png")
+    for src, out in ((source, tmp_path / "out.jpg"), (photos, tmp_path / "outs")):
+        result = run_cli("transfer", str(src), str(reference), "-o", str(out), "--weights", str(broken))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert (
+            lines[0].startswith("recolorize: error: cannot load the model graph")
+            and "predictor.onnx" in lines[0]
+        )
+        assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(WeightsError, match="predictor.onnx"):
+        Recolorizer.from_pretrained(broken)
+    lazy = Recolorizer.from_pretrained(broken, wait=False)
+    assert lazy.model.features(np.zeros((1, 3, 64, 64), np.float32))[0].shape[0] == 1  # its graph is fine
+    with pytest.raises(WeightsError, match="predictor.onnx"):
+        lazy.prepare(source, reference)

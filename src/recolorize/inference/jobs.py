@@ -392,8 +392,7 @@ def check_model(weights: Path | None, device: str) -> Path:
     """The exported model folder to load (``weights``: the folder, a file in it, or None for the shipped
     model), resolved once with its config and working resolution read, and ``device`` checked against this
     machine: before any photo is decoded, so that a bad folder or a missing GPU is one line at once."""
-    from recolorize.inference.onnx_model import read_config, read_resolution
-    from recolorize.inference.pipeline import check_device, model_folder
+    from recolorize.inference.onnx_model import check_device, model_folder, read_config, read_resolution
 
     check_device(device)
     folder = model_folder(weights)
@@ -402,13 +401,14 @@ def check_model(weights: Path | None, device: str) -> Path:
 
 
 def load_recolorizer(
-    weights: Path | None, settings: TransferSettings, threads: int | None = None
+    weights: Path | None, settings: TransferSettings, threads: int | None = None, wait: bool = True
 ) -> Recolorizer:
     """The ``Recolorizer`` of ``weights`` on ``settings.device``, at ``settings.size``, running its networks
-    on ``threads`` threads (None: every core this process may use)."""
+    on ``threads`` threads (None: every core this process may use); ``wait=False``: its graphs may still
+    be loading (``Recolorizer.from_pretrained``)."""
     from recolorize.inference.pipeline import Recolorizer
 
-    recolorizer = Recolorizer.from_pretrained(weights, device=settings.device, threads=threads)
+    recolorizer = Recolorizer.from_pretrained(weights, device=settings.device, threads=threads, wait=wait)
     if settings.size is not None:
         recolorizer.resolution = settings.size
     return recolorizer
@@ -505,9 +505,14 @@ class _Run:
         self._loading: Future[Recolorizer] | None = None
 
     def start_loading(self) -> None:
-        """Load the model in a thread while this one decodes the first photos (``model`` waits for it)."""
+        """Load the model in a thread while this one decodes the first photos (``model`` waits for it). One
+        pair's transfer starts once the first graph is in, the others loading beside it (a graph's error is
+        then the pair's); a batch's ``model`` waits for all three, so that a broken model stops the run."""
         if self.recolorizer is None and self._loading is None:
-            self._loading = in_background(lambda: load_recolorizer(self.weights, self.settings, self.threads))
+            wait = self.batch
+            self._loading = in_background(
+                lambda: load_recolorizer(self.weights, self.settings, self.threads, wait=wait)
+            )
 
     def model(self) -> Recolorizer:
         if self.recolorizer is None:

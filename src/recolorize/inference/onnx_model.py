@@ -23,7 +23,10 @@ import json
 import logging
 import os
 import platform
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,9 @@ __all__ = [
     "band_edges",
     "OnnxModel",
     "PredictedMaps",
+    "check_device",
+    "default_weights_path",
+    "model_folder",
     "is_model_folder",
     "onnx_providers",
     "read_config",
@@ -65,14 +71,42 @@ def is_model_folder(path: Path) -> bool:
     return path.is_dir() and all((path / f"{name}.onnx").is_file() for name in GRAPHS)
 
 
+def default_weights_path() -> Path:
+    """The model shipped inside the package: the folder ``recolorize/weights`` (graphs and config)."""
+    return Path(str(resources.files("recolorize") / "weights"))
+
+
+def model_folder(path: str | Path | None) -> Path:
+    """The exported model folder named by ``path``: the folder itself, or the folder of a file in it (a
+    ``model.safetensors`` or ``model.json`` beside the graphs); None = the shipped model. ``WeightsError``
+    (one line) when there are no graphs there."""
+    folder = default_weights_path() if path is None else Path(path)
+    if not folder.is_dir():
+        if not folder.exists():
+            raise WeightsError(f"cannot load model weights {folder}: no such file or folder")
+        folder = folder.parent
+    if not is_model_folder(folder):
+        raise WeightsError(
+            f"cannot load model weights {path}: no ONNX graphs (features, predictor, generator .onnx) in "
+            f"{folder}; write them with: recolorize export WEIGHTS -o FOLDER"
+        )
+    return folder
+
+
+def check_device(device: str) -> str:
+    """``device`` if ONNX Runtime can run on it here ("cpu", "cuda", "cuda:N"); else ``UserError``."""
+    onnx_providers(str(device))
+    return str(device)
+
+
 def onnx_providers(device: str) -> list[str]:
     """ONNX Runtime's execution providers for ``device`` ("cpu", "cuda" or "cuda:N"); ``UserError`` when
     that device cannot run here (an unknown name, or CUDA without onnxruntime-gpu)."""
+    name = str(device).split(":")[0]
+    if name == "cpu":  # always there: no ONNX Runtime import here (a command checks its model before the
+        return ["CPUExecutionProvider"]  # photos decode, and ONNX Runtime is imported while they do)
     import onnxruntime
 
-    name = str(device).split(":")[0]
-    if name == "cpu":
-        return ["CPUExecutionProvider"]
     if name != "cuda":
         raise UserError(f"unknown device {device!r}; use cpu or cuda")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
@@ -92,7 +126,14 @@ class PredictedMaps:
 
 
 class OnnxModel:
-    """The three sessions and the config of an exported model folder."""
+    """The three sessions and the config of an exported model folder.
+
+    The sessions load in a thread, in the order a transfer needs them (features, predictor, generator), and
+    each method waits only for its own graph. Why: the three take ~0.05-0.09 s (from the cache of optimised
+    graphs); the frozen features' graph alone ~0.01-0.025 s, so a transfer starts on it while the other two
+    load beside its first steps (the prior's fit runs on one core). ``wait`` waits for all three and raises
+    the first graph's error, as loading them here used to; ``Recolorizer.from_pretrained`` calls it unless
+    told not to."""
 
     def __init__(self, folder: str | Path, device: str = "cpu", threads: int | None = None) -> None:
         self.folder = Path(folder)
@@ -101,32 +142,62 @@ class OnnxModel:
         providers = onnx_providers(device)
         self.device = str(device)
         threads = threads if threads is not None else cores()
-        self.sessions = {}
-        for name in GRAPHS:
-            path = self.folder / f"{name}.onnx"
+        paths = {name: self.folder / f"{name}.onnx" for name in GRAPHS}
+        for path in paths.values():
             if not path.is_file():
                 raise WeightsError(f"cannot load the model: {path} is missing (export it: recolorize export)")
-            try:
-                self.sessions[name] = _session(path, threads, providers)
-            except Exception as error:  # noqa: BLE001 - a damaged graph is one line, never a traceback
-                raise WeightsError(f"cannot load the model graph {path}: {one_line(error)}") from None
-        source_shape = self.sessions["predictor"].get_inputs()[0].shape  # (1, 3, r, r), fixed when traced
+        self._loading: dict[str, Future[Any]] = {name: Future() for name in GRAPHS}
+
+        def load() -> None:
+            for name, path in paths.items():
+                try:
+                    session = _session(path, threads, providers)
+                    if name == "predictor":
+                        self._check_predictor(session)
+                except WeightsError as error:
+                    self._loading[name].set_exception(error)
+                except Exception as error:  # noqa: BLE001 - a damaged graph is one line, never a traceback
+                    message = f"cannot load the model graph {path}: {one_line(error)}"
+                    self._loading[name].set_exception(WeightsError(message))
+                else:
+                    self._loading[name].set_result(session)
+
+        # not a daemon: ONNX Runtime aborts a process that exits during a load (``threads.in_background``)
+        threading.Thread(target=load, name="recolorize-graphs").start()
+
+    def _check_predictor(self, session: Any) -> None:
+        source_shape = session.get_inputs()[0].shape  # (1, 3, r, r), fixed when traced
         if list(source_shape[2:]) != [self.resolution] * 2:
             raise WeightsError(
                 f"{self.folder / 'predictor.onnx'} takes {source_shape} images, not the working resolution "
                 f"{self.resolution} of {self.folder / EXPORT_FILE} (export the model again)"
             )
 
+    def session(self, name: str) -> Any:
+        """The ONNX Runtime session of graph ``name`` (waits for it to load; its load error is raised)."""
+        return self._loading[name].result()
+
+    def wait(self) -> OnnxModel:
+        """Wait for every graph; the first one's load error, in ``GRAPHS`` order, is raised."""
+        for name in GRAPHS:
+            self.session(name)
+        return self
+
+    @property
+    def sessions(self) -> dict[str, Any]:
+        """All three sessions by graph name (waits for them)."""
+        return {name: self.session(name) for name in GRAPHS}
+
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """phi(I) of (N, 3, H, W) float32 images: (1/8, 1/16) features."""
-        fine, coarse = self.sessions["features"].run(
+        fine, coarse = self.session("features").run(
             None, {"image": np.ascontiguousarray(images, np.float32)}
         )
         return fine, coarse
 
     def predict(self, source_low: np.ndarray, references_low: np.ndarray) -> PredictedMaps:
         """P_W(I_S, I_R) and W0_S: source (1, 3, r, r), references (k, 3, r, r)."""
-        outputs = self.sessions["predictor"].run(
+        outputs = self.session("predictor").run(
             None,
             {
                 "source": np.ascontiguousarray(source_low, np.float32),
@@ -164,9 +235,10 @@ class OnnxModel:
             "hint": predicted.hint,
             "strength": np.array([strength], dtype=np.float32),
         }
+        generator = self.session("generator")
         for top, bottom in zip(edges[:-1], edges[1:], strict=True):
             feed.update(image=image[top:bottom], base=base[top:bottom], band=np.array([top, height]))
-            out[top:bottom] = self.sessions["generator"].run(None, feed)[0]
+            out[top:bottom] = generator.run(None, feed)[0]
         return out
 
 

@@ -35,14 +35,13 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from recolorize.errors import UserError, WeightsError
+from recolorize.errors import UserError
 from recolorize.imaging import (
     LoadedImage,
     load_image,
@@ -54,7 +53,13 @@ from recolorize.imaging import (
 )
 from recolorize.inference.carry import carry_up
 from recolorize.inference.lut.table import Lut3D, apply_lut
-from recolorize.inference.onnx_model import OnnxModel, PredictedMaps, is_model_folder, onnx_providers
+from recolorize.inference.onnx_model import (  # the model's folder and device, re-exported for callers
+    OnnxModel,
+    PredictedMaps,
+    check_device,
+    default_weights_path,
+    model_folder,
+)
 from recolorize.prior import (
     PRIOR_SIZE,
     LocalField,
@@ -98,38 +103,10 @@ MAX_REFERENCES = 4
 ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
 
 
-def default_weights_path() -> Path:
-    """The model shipped inside the package: the folder ``recolorize/weights`` (graphs and config)."""
-    return Path(str(resources.files("recolorize") / "weights"))
-
-
-def model_folder(path: str | Path | None) -> Path:
-    """The exported model folder named by ``path``: the folder itself, or the folder of a file in it (a
-    ``model.safetensors`` or ``model.json`` beside the graphs); None = the shipped model. ``WeightsError``
-    (one line) when there are no graphs there."""
-    folder = default_weights_path() if path is None else Path(path)
-    if not folder.is_dir():
-        if not folder.exists():
-            raise WeightsError(f"cannot load model weights {folder}: no such file or folder")
-        folder = folder.parent
-    if not is_model_folder(folder):
-        raise WeightsError(
-            f"cannot load model weights {path}: no ONNX graphs (features, predictor, generator .onnx) in "
-            f"{folder}; write them with: recolorize export WEIGHTS -o FOLDER"
-        )
-    return folder
-
-
 def _smaller(image: LoadedImage) -> np.ndarray:
     """A reference's pixels for its network copies: its ``network_copy`` when it is large, else itself."""
     copy = network_copy(image)
     return copy if copy is not None else image.rgb
-
-
-def check_device(device: str) -> str:
-    """``device`` if ONNX Runtime can run on it here ("cpu", "cuda", "cuda:N"); else ``UserError``."""
-    onnx_providers(str(device))
-    return str(device)
 
 
 def image_copy(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -215,11 +192,18 @@ class Recolorizer:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str = "cpu", threads: int | None = None
+        cls,
+        path: str | Path | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        wait: bool = True,
     ) -> Recolorizer:
         """Load an exported model (a folder of graphs and ``model.json``, or a file in it); None = the shipped
-        model. ``WeightsError`` (a ``ValueError`` with one line naming the file) when it cannot be loaded."""
-        return cls(OnnxModel(model_folder(path), device=check_device(device), threads=threads))
+        model. ``WeightsError`` (a ``ValueError`` with one line naming the file) when it cannot be loaded.
+        ``wait=False`` returns while the graphs still load (``OnnxModel``): a graph's error is then raised
+        by the first step that runs it."""
+        model = OnnxModel(model_folder(path), device=check_device(device), threads=threads)
+        return cls(model.wait() if wait else model)
 
     @property
     def resolution(self) -> int:
@@ -259,12 +243,13 @@ class Recolorizer:
             return_free_memory()  # the resize's plane copies, before the networks run
         source_rgb = network if network is not None else source_image.rgb
         inputs = [self._reference_inputs(image, len(reference_images) == 1) for image in reference_images]
+        # the prior first: its graph loads first (``OnnxModel``), and P_W's loads while the prior fits
+        prior = self._pair_prior(source_rgb, inputs)
+        if trims:
+            return_free_memory()  # the frozen features' activations and the fit's, before P_W's
+        fitted_at = time.perf_counter()
         source_low = image_copy(source_rgb, (self.resolution, self.resolution))
         predicted = self.model.predict(source_low, np.concatenate([entry.low for entry in inputs]))
-        if trims:
-            return_free_memory()  # P_W's activations, before the prior's
-        predicted_at = time.perf_counter()
-        prior = self._pair_prior(source_rgb, inputs)
         if trims:
             return_free_memory()  # the networks' activations, before the rendering
         done = time.perf_counter()
@@ -275,7 +260,7 @@ class Recolorizer:
             lattice=prior.lattice,
             local=prior.local,
             copy=copy,
-            timings={"load": loaded - start, "predict": predicted_at - loaded, "prior": done - predicted_at},
+            timings={"load": loaded - start, "prior": fitted_at - loaded, "predict": done - fitted_at},
         )
 
     def _descriptors(self, copies: list[np.ndarray]) -> list[np.ndarray]:
