@@ -190,9 +190,7 @@ class OnnxModel:
 
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """phi(I) of (N, 3, H, W) float32 images: (1/8, 1/16) features."""
-        fine, coarse = self.session("features").run(
-            None, {"image": np.ascontiguousarray(images, np.float32)}
-        )
+        fine, coarse = self.session("features").run(None, {"image": np.ascontiguousarray(images, np.float32)})
         return fine, coarse
 
     def predict(self, source_low: np.ndarray, references_low: np.ndarray) -> PredictedMaps:
