@@ -356,3 +356,26 @@ def test_the_frozen_features_pad_inside_their_convolutions(tmp_path: Path, monke
         (optimised,) = (tmp_path / "cache" / "onnx").glob(f"{name}-*.onnx")
         ops = [node.op_type for node in onnx.load(str(optimised)).graph.node]
         assert "Conv" in "".join(ops) and "Pad" not in ops, name
+
+
+def test_the_transfer_is_the_same_bits_on_any_number_of_threads(shared_data: Path, monkeypatch) -> None:
+    """The graphs and the NumPy steps give the same numbers on 1, 2 or 3 threads (P_W's graph runs on one:
+    its small convolutions summed in another order on more), so ``--jobs N`` writes ``--jobs 1``'s files
+    and another machine's core count does not move a pixel. A real photo upscaled past
+    ``DIRECT_MAX_PIXELS``: the copies, the prior, the generator and the carry-up all run."""
+    from PIL import Image
+
+    from recolorize import threads
+    from recolorize.inference.onnx_model import OnnxModel
+    from recolorize.inference.pipeline import DIRECT_MAX_PIXELS
+
+    with Image.open(shared_data / "dpst" / "input" / "in1.png") as im:
+        photo = im.convert("RGB").resize((im.width * 2, im.height * 2), Image.Resampling.BICUBIC)
+    source = load_image(photo)
+    assert source.height * source.width > DIRECT_MAX_PIXELS
+    results = []
+    for count in (1, 2, 3):
+        monkeypatch.setattr(threads, "_limit", count)
+        recolorizer = Recolorizer(OnnxModel(default_weights_path(), threads=count).wait())
+        results.append(recolorizer.render_array(recolorizer.prepare(source, EXAMPLES / "reference.jpg"), 1.0))
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])

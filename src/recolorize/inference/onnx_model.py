@@ -54,6 +54,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The graphs that run on one thread whatever ``threads`` says. Why P_W's: ONNX Runtime's convolutions on its
+#: 8 x 8 maps sum in another order on two threads or more (its maps moved by ~1e-5, and 250 pixels in a
+#: million of 20 1-MP photos by up to 5 levels), so the same photo came out differently with ``--jobs 2``
+#: (each helper one thread) than with ``--jobs 1``, or on a machine with more cores. The frozen features and
+#: the generator give the same bits at 1 to 8 threads (a test holds 1 to 3). On one thread P_W takes ~32 ms a
+#: pair instead of ~24, which ``Recolorizer.prepare`` hides: it runs P_W beside the prior's fit.
+ONE_THREAD_GRAPHS = frozenset({"predictor"})
 #: Pixels per call of the generator graph: a band of about this many (see ``OnnxModel.generate``).
 BAND_PIXELS = 1 << 15
 #: The graphs of an exported model, by file stem.
@@ -151,7 +158,7 @@ class OnnxModel:
         def load() -> None:
             for name, path in paths.items():
                 try:
-                    session = _session(path, threads, providers)
+                    session = _session(path, 1 if name in ONE_THREAD_GRAPHS else threads, providers)
                     if name == "predictor":
                         self._check_predictor(session)
                 except WeightsError as error:

@@ -63,14 +63,13 @@ from recolorize.inference.onnx_model import (  # the model's folder and device, 
 from recolorize.prior import (
     PRIOR_SIZE,
     LocalField,
-    PairPrior,
     apply_local_field,
     descriptors,
     lerp_lattice,
     network_input,
 )
 from recolorize.prior import pair_prior as fit_pair_prior
-from recolorize.threads import return_free_memory
+from recolorize.threads import in_background, return_free_memory
 
 __all__ = [
     "Recolorizer",
@@ -243,13 +242,24 @@ class Recolorizer:
             return_free_memory()  # the resize's plane copies, before the networks run
         source_rgb = network if network is not None else source_image.rgb
         inputs = [self._reference_inputs(image, len(reference_images) == 1) for image in reference_images]
-        # the prior first: its graph loads first (``OnnxModel``), and P_W's loads while the prior fits
-        prior = self._pair_prior(source_rgb, inputs)
+        # the frozen features first (their graph loads first: ``OnnxModel``); then P_W (one thread:
+        # ``ONE_THREAD_GRAPHS``) in a thread while this one fits the prior on the other core
+        source_copy, source_descriptors = self._describe(source_rgb, inputs)
         if trims:
-            return_free_memory()  # the frozen features' activations and the fit's, before P_W's
-        fitted_at = time.perf_counter()
+            return_free_memory()  # the frozen features' activations, before P_W's and the fit's
+        described_at = time.perf_counter()
         source_low = image_copy(source_rgb, (self.resolution, self.resolution))
-        predicted = self.model.predict(source_low, np.concatenate([entry.low for entry in inputs]))
+        references_low = np.concatenate([entry.low for entry in inputs])
+        predicting = in_background(lambda: self.model.predict(source_low, references_low))
+        try:
+            prior = fit_pair_prior(
+                source_copy,
+                [entry.prior_copy for entry in inputs],
+                source_descriptors,
+                [entry.descriptors for entry in inputs],
+            )
+        finally:
+            predicted = predicting.result()  # P_W's error, if any, after the fit's
         if trims:
             return_free_memory()  # the networks' activations, before the rendering
         done = time.perf_counter()
@@ -260,7 +270,7 @@ class Recolorizer:
             lattice=prior.lattice,
             local=prior.local,
             copy=copy,
-            timings={"load": loaded - start, "prior": fitted_at - loaded, "predict": done - fitted_at},
+            timings={"load": loaded - start, "features": described_at - loaded, "prior": done - described_at},
         )
 
     def _descriptors(self, copies: list[np.ndarray]) -> list[np.ndarray]:
@@ -287,21 +297,18 @@ class Recolorizer:
                 self._reference_memo = (weakref.ref(image), entry)
         return entry
 
-    def _pair_prior(self, source: np.ndarray, references: list[_ReferenceInputs]) -> PairPrior:
-        """The prior from 384-px copies of the photos (``recolorize.prior.pair_prior``); several references
-        are matched as one canvas, side by side. The references' descriptors are computed where they are not
-        known yet, in one network pass with the source's."""
+    def _describe(
+        self, source: np.ndarray, references: list[_ReferenceInputs]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The source's 384-px copy and its cell descriptors (N, 152), for the prior
+        (``recolorize.prior.pair_prior``); the references' descriptors are computed where they are not known
+        yet, in one network pass with the source's."""
         source_copy = resize_array(source, (PRIOR_SIZE, PRIOR_SIZE))
         missing = [entry for entry in references if entry.descriptors is None]
         described = self._descriptors([source_copy, *(entry.prior_copy for entry in missing)])
         for entry, found in zip(missing, described[1:], strict=True):
             entry.descriptors = found
-        return fit_pair_prior(
-            source_copy,
-            [entry.prior_copy for entry in references],
-            described[0],
-            [entry.descriptors for entry in references],
-        )
+        return source_copy, described[0]
 
     def render_array(
         self, prepared: PreparedPair, strength: float = 1.0, dtype: Any = np.float32
