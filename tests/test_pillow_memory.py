@@ -100,3 +100,22 @@ def test_resize_and_jpeg_of_shared_pixels_equal_the_copying_paths(tmp_path: Path
     assert written[0] == written[1]
     with Image.open(io.BytesIO(written[0])) as back:
         assert back.mode == "RGB" and back.size == (copy.shape[1], copy.shape[0])
+
+
+def test_without_pillows_export_the_copies_give_the_same_photo(tmp_path: Path, monkeypatch) -> None:
+    """Where Pillow cannot export an image (Pillow < 11.2, an image in several blocks), decoding copies it
+    out as before: the same pixels, and the resize and the encoder take the copy."""
+    from recolorize.imaging import samples
+
+    path = _big_photo(tmp_path)
+    shared = load_image(path)
+    monkeypatch.setattr(samples, "rgb_view", lambda im: None)
+    copied = load_image(path)
+    assert not is_rgbx(copied.pixels) and copied.pixels.flags.c_contiguous
+    np.testing.assert_array_equal(copied.pixels, shared.pixels)
+    np.testing.assert_array_equal(
+        resize_array(copied.pixels, (97, 83)), resize_array(shared.pixels, (97, 83))
+    )
+    save_image(tmp_path / "copied.jpg", copied.pixels, like=copied.metadata_only())
+    save_image(tmp_path / "shared.jpg", shared.pixels, like=shared.metadata_only())
+    assert (tmp_path / "copied.jpg").read_bytes() == (tmp_path / "shared.jpg").read_bytes()

@@ -797,9 +797,9 @@ def _start_worker(settings: TransferSettings, weights: Path | None, level: int, 
     (``atomic_write`` removes its temporary file).
 
     Why a share, not every core: N workers each running every core fought over them (20 1-MP photos on 2
-    cores: 1.10 photos/s with ``jobs=2`` against 1.23 with one process). The price: ONNX Runtime's sums
-    split by thread, so a photo may differ from ``jobs=1``'s by one level in a few pixels per million
-    (measured 0 to 9e-6 of the pixels, at most one level, on 5 BSDS500 photos and a 1-MP one)."""
+    cores: 1.10 photos/s with ``jobs=2`` against 1.23 with one process). The files are ``jobs=1``'s, byte for
+    byte: the model gives the same bits on any number of threads (``onnx_model.ONE_THREAD_GRAPHS``), and
+    the command's BLAS runs on one thread in every process (``cli.one_blas_thread``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
