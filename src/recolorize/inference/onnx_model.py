@@ -156,23 +156,29 @@ class OnnxModel:
         self._loading: dict[str, Future[Any]] = {name: Future() for name in GRAPHS}
 
         def load() -> None:
-            for name, path in paths.items():
-                try:
-                    session = _session(path, 1 if name in ONE_THREAD_GRAPHS else threads, providers)
-                    if name == "predictor":
-                        self._check_predictor(session)
-                except WeightsError as error:
-                    self._loading[name].set_exception(error)
-                except Exception as error:  # noqa: BLE001 - a damaged graph is one line, never a traceback
-                    message = f"cannot load the model graph {path}: {one_line(error)}"
-                    self._loading[name].set_exception(WeightsError(message))
-                else:
-                    self._loading[name].set_result(session)
+            try:
+                for name, path in paths.items():
+                    try:
+                        session = _session(path, 1 if name in ONE_THREAD_GRAPHS else threads, providers)
+                        if name == "predictor":
+                            self._check_predictor(session)
+                    except WeightsError as error:
+                        self._loading[name].set_exception(error)
+                    except Exception as error:  # noqa: BLE001 - a damaged graph is one line, no traceback
+                        message = f"cannot load the model graph {path}: {one_line(error)}"
+                        self._loading[name].set_exception(WeightsError(message))
+                    else:
+                        self._loading[name].set_result(session)
+            finally:  # whatever stopped the loop, no step waits for ever
+                for name, future in self._loading.items():
+                    if not future.done():
+                        future.set_exception(WeightsError(f"the model graph {paths[name]} was not loaded"))
 
         # not a daemon: ONNX Runtime aborts a process that exits during a load (``threads.in_background``)
         threading.Thread(target=load, name="recolorize-graphs").start()
 
     def _check_predictor(self, session: Any) -> None:
+        """P_W's graph takes this model's working resolution (a graph exported at another is refused)."""
         source_shape = session.get_inputs()[0].shape  # (1, 3, r, r), fixed when traced
         if list(source_shape[2:]) != [self.resolution] * 2:
             raise WeightsError(
