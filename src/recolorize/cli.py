@@ -117,7 +117,7 @@ def one_blas_thread(command: str | None) -> None:
     """For a photo command, NumPy's BLAS on one thread (``OPENBLAS_NUM_THREADS=1``) unless the user chose.
 
     Why: OpenBLAS's idle threads spin after each product, on the cores that ONNX Runtime's threads and the
-    NumPy passes run on next. Measured on 2 cores: 20 1-MP photos 6.9 -> 6.3 s and 10.4 -> 7.6 s of CPU,
+    NumPy passes run on next. Measured on 2 cores: 20 1-MP photos 6.99 -> 6.48 s and 11.3 -> 7.8 s of CPU,
     a 12-MP photo 1.21 -> 0.97 s of CPU at the same wall time (docs/results.md). It also makes a
     ``--jobs 1`` run's BLAS what its helpers use (one thread each). Effective only before NumPy is imported,
     which a command's first import does; training and evaluation (torch) are left alone."""
