@@ -303,8 +303,9 @@ def _encode(
             logger.info("EXIF is not written into 16-bit TIFF output")
         return _tiff16(samples, icc)
 
-    shared = as_pil(samples) if fmt == "JPEG" else None  # a rendering's own memory: no copy into Pillow
-    im = shared or Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
+    im = as_pil(samples) if fmt == "JPEG" else None  # a rendering's own memory: no copy into Pillow
+    if im is None:
+        im = Image.fromarray(samples, "RGBA" if samples.shape[-1] == 4 else "RGB")
     params: dict[str, Any] = {}
     if icc:
         params["icc_profile"] = icc

@@ -87,7 +87,6 @@ class _Exported:
 
     def __init__(self, image: Image.Image, capsules: tuple[Any, Any], pointer: int, shape: tuple[int, ...]):
         self._keep = (image, capsules)
-        self.shape = shape
         self.__array_interface__ = {"version": 3, "shape": shape, "typestr": "|u1", "data": (pointer, True)}
 
 

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import platform
-import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
@@ -36,7 +35,7 @@ from recolorize.config import ModelConfig, resolution_problem
 from recolorize.config_json import model_config_from_text
 from recolorize.errors import UserError, WeightsError, one_line
 from recolorize.io_utils import TEMP_PREFIX, cache_dir
-from recolorize.threads import cores
+from recolorize.threads import cores, in_background
 
 __all__ = [
     "GRAPHS",
@@ -174,8 +173,7 @@ class OnnxModel:
                     if not future.done():
                         future.set_exception(WeightsError(f"the model graph {paths[name]} was not loaded"))
 
-        # not a daemon: ONNX Runtime aborts a process that exits during a load (``threads.in_background``)
-        threading.Thread(target=load, name="recolorize-graphs").start()
+        in_background(load)  # each graph's outcome is in its own future
 
     def _check_predictor(self, session: Any) -> None:
         """P_W's graph takes this model's working resolution (a graph exported at another is refused)."""
@@ -192,8 +190,7 @@ class OnnxModel:
 
     def wait(self) -> OnnxModel:
         """Wait for every graph; the first one's load error, in ``GRAPHS`` order, is raised."""
-        for name in GRAPHS:
-            self.session(name)
+        self.sessions  # noqa: B018 - waits for all three
         return self
 
     @property

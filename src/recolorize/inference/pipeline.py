@@ -273,12 +273,6 @@ class Recolorizer:
             timings={"load": loaded - start, "features": described_at - loaded, "prior": done - described_at},
         )
 
-    def _descriptors(self, copies: list[np.ndarray]) -> list[np.ndarray]:
-        """Cell descriptors (N, 152) of 384-px copies (``recolorize.prior.descriptors``), one network pass."""
-        batch = np.stack([network_input(copy) for copy in copies]).transpose(0, 3, 1, 2)
-        fine, coarse = self.model.features(batch)
-        return [descriptors(fine[i], coarse[i]) for i in range(len(copies))]
-
     def _reference_inputs(self, image: LoadedImage, keep: bool) -> _ReferenceInputs:
         """A reference's network copies (and, once the prior ran, its descriptors): kept while the same
         decoded object comes back when ``keep`` (a single reference), so a folder re-coloured after one
@@ -305,7 +299,10 @@ class Recolorizer:
         yet, in one network pass with the source's."""
         source_copy = resize_array(source, (PRIOR_SIZE, PRIOR_SIZE))
         missing = [entry for entry in references if entry.descriptors is None]
-        described = self._descriptors([source_copy, *(entry.prior_copy for entry in missing)])
+        copies = [source_copy, *(entry.prior_copy for entry in missing)]
+        batch = np.stack([network_input(copy) for copy in copies]).transpose(0, 3, 1, 2)
+        fine, coarse = self.model.features(batch)  # one network pass
+        described = [descriptors(fine[i], coarse[i]) for i in range(len(copies))]
         for entry, found in zip(missing, described[1:], strict=True):
             entry.descriptors = found
         return source_copy, described[0]
